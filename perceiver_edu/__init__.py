@@ -1,0 +1,31 @@
+"""perceiver-edu: the Perceiver Resampler of Flamingo and IDEFICS, step by step.
+
+    import perceiver_edu as pe
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+    latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
+"""
+
+from . import steps
+from .config import ResamplerConfig
+from .device import available_devices, pick_device
+from .inputs import INPUT_KINDS, make_context
+from .interop import load_idefics_checkpoint
+from .modules import FeedForward, PerceiverAttention, PerceiverResampler
+from .trace import Trace, attention_entropy, context_share
+
+__all__ = [
+    "INPUT_KINDS",
+    "FeedForward",
+    "PerceiverAttention",
+    "PerceiverResampler",
+    "ResamplerConfig",
+    "Trace",
+    "attention_entropy",
+    "available_devices",
+    "context_share",
+    "load_idefics_checkpoint",
+    "make_context",
+    "pick_device",
+    "steps",
+]
+__version__ = "0.1.0"

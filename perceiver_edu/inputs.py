@@ -1,0 +1,103 @@
+"""Contexts to feed the resampler: random, structured, and real image patches.
+
+Random context makes random-looking maps. The other two give the attention something to find:
+`structured_context` hides a few distinctive tokens among near-identical background tokens, and
+`image_context` cuts a real photograph (one that ships with scikit-learn, no download) into a
+16 x 16 grid of patches plus a CLS token: 257 tokens, the shape of one image in IDEFICS.
+Everything is seeded, so the same call gives the same tensor on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+
+INPUT_KINDS = ("random", "structured", "image")
+PATCH_SIZE = 14  # ViT-H/14, as in IDEFICS: 224 px -> 16 x 16 patches
+
+
+def random_context(batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0) -> Tensor:
+    """[b, s, e] standard-normal tokens: no structure for the attention to find."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, context_length, embed_dim, generator=g)
+
+
+def distinctive_positions(context_length: int, n_distinctive: int = 4) -> list[int]:
+    """The token positions `structured_context` makes distinctive: spread evenly over the context."""
+    n = min(n_distinctive, context_length)
+    return [int((i + 0.5) * context_length / n) for i in range(n)]
+
+
+def structured_context(
+    batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0, n_distinctive: int = 4
+) -> Tensor:
+    """[b, s, e] near-identical background tokens with a few distinctive tokens among them.
+
+    The background is one shared vector plus a little noise, so after the LayerNorm every
+    background token gets almost the same key: a latent's attention over them is flat. The
+    distinctive tokens (at `distinctive_positions`) point in their own directions and stand out
+    as bright or dark columns in the attention maps.
+    """
+    g = torch.Generator().manual_seed(seed)
+    background = torch.randn(embed_dim, generator=g)
+    context = background + 0.1 * torch.randn(batch, context_length, embed_dim, generator=g)
+    for pos in distinctive_positions(context_length, n_distinctive):
+        context[:, pos] = 3.0 * torch.randn(embed_dim, generator=g)
+    return context
+
+
+def grid_side(context_length: int) -> int:
+    """g for a context of g * g patches + 1 CLS token (257 -> 16); a clear error for other lengths."""
+    side = math.isqrt(max(context_length - 1, 0))
+    if context_length < 2 or side * side + 1 != context_length:
+        below, above = side * side + 1, (side + 1) ** 2 + 1
+        valid = [v for v in (below, above) if v >= 2]
+        raise ValueError(
+            f"context_length must be a square number of patches plus one CLS token (g*g + 1, e.g. 65, 145, 257) "
+            f"for image input; got {context_length}. The nearest valid lengths are {valid}"
+        )
+    return side
+
+
+def sample_image(side: int = 16) -> np.ndarray:
+    """[side*14, side*14, 3] floats in [0, 1]: the centre square of scikit-learn's 'china.jpg', resized."""
+    from sklearn.datasets import load_sample_image
+
+    image = torch.tensor(load_sample_image("china.jpg"), dtype=torch.float32) / 255  # [427, 640, 3]
+    height, width = image.shape[:2]
+    crop = min(height, width)
+    top, left = (height - crop) // 2, (width - crop) // 2
+    image = rearrange(image[top : top + crop, left : left + crop], "h w c -> 1 c h w")
+    size = side * PATCH_SIZE
+    image = torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return rearrange(image, "1 c h w -> h w c").clamp(0, 1).numpy()
+
+
+def image_context(batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0) -> Tensor:
+    """[b, s, e] a real photo as tokens: token 0 is the CLS token, tokens 1..g*g the patches row by row.
+
+    Each 14 x 14 x 3 patch is flattened and mapped to e features by a fixed random projection (a
+    stand-in for the ViT; seeded), so patches that look alike get similar tokens. The CLS token is
+    the mean of the patch tokens, a summary of the whole image, as a ViT's CLS token is meant to be.
+    """
+    side = grid_side(context_length)
+    image = torch.from_numpy(sample_image(side))  # [g*14, g*14, 3]
+    patches = rearrange(image, "(gh ph) (gw pw) c -> (gh gw) (ph pw c)", ph=PATCH_SIZE, pw=PATCH_SIZE)
+    patches = (patches - patches.mean()) / patches.std()
+    g = torch.Generator().manual_seed(seed)
+    projection = torch.randn(patches.shape[1], embed_dim, generator=g) / math.sqrt(patches.shape[1])
+    tokens = patches @ projection  # [g*g, e]
+    tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens])  # [1 + g*g, e]
+    return tokens.expand(batch, -1, -1).clone()
+
+
+def make_context(kind: str, batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0) -> Tensor:
+    """[b, s, e] context of the given kind: 'random', 'structured' or 'image'."""
+    makers = {"random": random_context, "structured": structured_context, "image": image_context}
+    if kind not in makers:
+        raise ValueError(f"kind must be one of {list(INPUT_KINDS)}; got {kind!r}")
+    return makers[kind](batch=batch, context_length=context_length, embed_dim=embed_dim, seed=seed)

@@ -1,0 +1,76 @@
+"""What a forward pass records for teaching, and the two numbers learners read off it.
+
+`model(context, return_trace=True)` returns a `Trace` next to the output: per layer the attention
+weights, the scores before the softmax, and the latents after the block. Everything is detached,
+so a trace never keeps the autograd graph alive; without `return_trace` nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def context_share(attn: Tensor, context_length: int) -> Tensor:
+    """[..., l, n] -> [..., l]: the part of each latent's attention that goes to the context (keys 0..s-1).
+
+    With latents in the keys/values the rest, 1 - share, goes to the latents themselves. A
+    latent that spreads its attention evenly would give the context s / (s + l) of it.
+    """
+    return attn[..., :context_length].sum(dim=-1)
+
+
+def attention_entropy(attn: Tensor) -> Tensor:
+    """[..., l, n] -> [..., l]: -sum p log p in nats; 0 = looks at one key, log(n) = looks at all equally."""
+    p = attn.clamp_min(torch.finfo(attn.dtype).tiny)  # 0 log 0 = 0, without a NaN from log(0)
+    return -(attn * p.log()).sum(dim=-1)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What happened inside one forward pass (all tensors detached).
+
+    attentions  tuple over layers of [b, h, l, n]: softmax weights, rows sum to 1; n = s + l
+                (or n = s when the latents do not join the keys/values)
+    scores      tuple over layers of [b, h, l, n]: q . k / sqrt(d), before the softmax
+    latents     tuple over layers of [b, l, e]: the latents after each block (before the final LayerNorm)
+    context_length  s, so that key j < s is a context token and key j >= s a latent
+    """
+
+    attentions: tuple[Tensor, ...]
+    scores: tuple[Tensor, ...]
+    latents: tuple[Tensor, ...]
+    context_length: int
+    latents_in_kv: bool
+
+    @property
+    def depth(self) -> int:
+        return len(self.attentions)
+
+    @property
+    def n_keys(self) -> int:
+        """n: how many keys each latent attends over (s + l, or s without latents in kv)."""
+        return self.attentions[0].shape[-1]
+
+    def stacked(self) -> Tensor:
+        """[depth, b, h, l, n]: all attention maps in one tensor."""
+        return torch.stack(self.attentions)
+
+    def context_share(self) -> Tensor:
+        """[depth, b, h, l]: the share of each latent's attention that goes to the context."""
+        return context_share(self.stacked(), self.context_length)
+
+    def entropy(self) -> Tensor:
+        """[depth, b, h, l]: attention entropy in nats, per layer, head and latent."""
+        return attention_entropy(self.stacked())
+
+    def uniform_context_share(self) -> float:
+        """s / n: the context share a latent would have if it attended to every key equally."""
+        return self.context_length / self.n_keys if self.n_keys else float("nan")
+
+    def max_entropy(self) -> float:
+        """log(n): the entropy of uniform attention over all keys, the most a row can have."""
+        return math.log(self.n_keys) if self.n_keys else 0.0
