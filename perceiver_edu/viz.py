@@ -1,0 +1,343 @@
+"""Figures of what the latents look at: attention maps, context share, entropy, QK-norm, image overlays.
+
+Every function returns a `matplotlib.figure.Figure` built without pyplot, so nothing is left open
+in pyplot's figure list (a widget can redraw a thousand times without leaking memory). Pass
+`fig=` to draw into an existing figure: it is cleared first, which is how the explorer reuses one.
+In a notebook, a returned Figure shows itself when it is the cell's last expression.
+
+Every attention map has keys on x and latents on y, a colour bar in attention weight, and a
+vertical line at x = s - 0.5 between the context keys (0..s-1) and the latents' own keys
+(s..n-1), drawn whenever the latents join the keys/values.
+Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim, n keys (s + l).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from .inputs import grid_side
+
+DPI = 90  # moderate: notebooks keep their figures as png, and stay small on GitHub
+CMAP = "viridis"  # attention weight: dark = ignored, bright = looked at
+DIVIDER = dict(color="white", linewidth=1.5, linestyle="--")
+
+
+# -- checking inputs ------------------------------------------------------------------------------
+
+def _to_numpy(x: Any, name: str, ndim: int, shape_letters: str) -> np.ndarray:
+    """A torch tensor or array -> float numpy array of `ndim` dims, or a message naming the argument."""
+    if hasattr(x, "detach"):  # a torch.Tensor, possibly on a GPU or needing grad
+        x = x.detach().float().cpu().numpy()
+    elif isinstance(x, (list, tuple)):
+        x = np.asarray(x, dtype=float)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape [{shape_letters}]; got {type(x).__name__}")
+    if x.ndim != ndim:
+        hint = ""
+        if x.ndim == ndim + 1:
+            hint = " (pick one example/head first, e.g. attn[0])"
+        elif x.ndim > ndim + 1:
+            hint = " (index the batch and head first, e.g. trace.attentions[layer][0, head])"
+        raise ValueError(f"{name} must be {ndim}-D [{shape_letters}]; got shape {tuple(x.shape)}{hint}")
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); there is nothing to draw")
+    return x.astype(float, copy=False)
+
+
+def _check_context_length(context_length: Any, n_keys: int, name: str = "attn") -> int:
+    if isinstance(context_length, bool) or not isinstance(context_length, (int, np.integer)):
+        raise TypeError(f"context_length must be an int (s, the number of context tokens); got {context_length!r}")
+    if not 0 < context_length <= n_keys:
+        raise ValueError(
+            f"context_length must be between 1 and the number of keys n = {n_keys} of {name}; got {context_length}"
+        )
+    return int(context_length)
+
+
+def _check_index(value: Any, size: int, name: str, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {value!r}")
+    if not 0 <= value < size:
+        raise ValueError(f"{name} must be between 0 and {size - 1} ({size} {what}); got {value}")
+    return int(value)
+
+
+def _check_trace(trace: Any, name: str = "trace") -> None:
+    if not all(hasattr(trace, a) for a in ("attentions", "scores", "context_length", "context_share", "entropy")):
+        raise TypeError(
+            f"{name} must be the Trace from model(context, return_trace=True); got {type(trace).__name__}"
+        )
+
+
+def _new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
+    """A fresh Figure (never registered with pyplot), or `fig` cleared for reuse."""
+    if fig is None:
+        return Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib.figure.Figure or None; got {type(fig).__name__}")
+    fig.clear()
+    return fig
+
+
+# -- drawing helpers ------------------------------------------------------------------------------
+
+def _draw_map(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bool = True, ylabel: bool = True):
+    """One [l, n] map on `ax`, with the context | latents divider when the latents are among the keys."""
+    image = ax.imshow(attn, aspect="auto", cmap=CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
+    n_keys = attn.shape[1]
+    if context_length < n_keys:
+        ax.axvline(context_length - 0.5, **DIVIDER)
+        # name the two parts of the key axis above the map, so the divider explains itself
+        ax.text(context_length / 2, -0.7, "context", ha="center", va="bottom", fontsize=8)
+        ax.text(context_length + (n_keys - context_length) / 2 - 0.5, -0.7, "latents", ha="center", va="bottom",
+                fontsize=8)
+    if xlabel:
+        ax.set_xlabel(f"key n (context 0..{context_length - 1}" + (f" | latents {context_length}..{n_keys - 1})"
+                                                                   if context_length < n_keys else ")"))
+    if ylabel:
+        ax.set_ylabel("latent l (query)")
+    return image
+
+
+def _vmax(*arrays: np.ndarray) -> float:
+    """A shared top of the colour scale, so maps side by side can be compared by colour."""
+    top = max(float(np.nanmax(a)) for a in arrays)
+    return top if top > 0 else 1.0
+
+
+# -- attention maps -------------------------------------------------------------------------------
+
+def plot_attention_map(attn: Any, context_length: int, *, title: str | None = None, fig: Figure | None = None) -> Figure:
+    """One head's attention [l, n]: each row is a latent, each column a key (context, then latents)."""
+    attn = _to_numpy(attn, "attn", 2, "l, n")
+    context_length = _check_context_length(context_length, attn.shape[1])
+    fig = _new_figure(fig, (8, 3.2))
+    ax = fig.add_subplot()
+    image = _draw_map(ax, attn, context_length, _vmax(attn))
+    l, n = attn.shape
+    ax.set_title(title or f"Attention of {l} latents over {n} keys (s = {context_length})", pad=14)
+    fig.colorbar(image, ax=ax, label="attention weight (row sums to 1)")
+    return fig
+
+
+def plot_heads(attn: Any, context_length: int, *, layer: int | None = None, fig: Figure | None = None) -> Figure:
+    """All heads of one layer, attn [h, l, n], side by side on one colour scale."""
+    attn = _to_numpy(attn, "attn", 3, "h, l, n")
+    context_length = _check_context_length(context_length, attn.shape[2])
+    h = attn.shape[0]
+    cols = min(h, 4)
+    rows = math.ceil(h / cols)
+    fig = _new_figure(fig, (3.2 * cols + 1.2, 2.3 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    vmax = _vmax(attn)
+    for i, ax in enumerate(axes.flat):
+        if i >= h:
+            ax.set_visible(False)
+            continue
+        r, c = divmod(i, cols)
+        image = _draw_map(ax, attn[i], context_length, vmax, xlabel=(i + cols >= h), ylabel=(c == 0))
+        if i + cols >= h:
+            ax.set_xlabel("key n")
+        ax.set_title(f"head {i}", fontsize=10, pad=12)
+    where = "" if layer is None else f"layer {layer}: "
+    fig.suptitle(f"{where}all {h} heads, latents x keys (context | latents, s = {context_length})")
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.9)
+    return fig
+
+
+def plot_layers(trace: Any, *, example: int = 0, head: int = 0, fig: Figure | None = None) -> Figure:
+    """One head's map in every layer, top to bottom: how what the latents look at changes with depth."""
+    _check_trace(trace)
+    first = trace.attentions[0]  # [b, h, l, n]
+    example = _check_index(example, first.shape[0], "example", "examples in the batch")
+    head = _check_index(head, first.shape[1], "head", "heads")
+    maps = [_to_numpy(a[example, head], "trace.attentions", 2, "l, n") for a in trace.attentions]
+    depth = len(maps)
+    fig = _new_figure(fig, (8, 1.9 * depth + 0.9))
+    axes = fig.subplots(depth, 1, squeeze=False, sharex=True)[:, 0]
+    vmax = _vmax(*maps)
+    for i, (ax, a) in enumerate(zip(axes, maps)):
+        image = _draw_map(ax, a, trace.context_length, vmax, xlabel=(i == depth - 1))
+        ax.set_title(f"layer {i}", fontsize=10, loc="left")
+    fig.suptitle(f"Head {head}, example {example}: attention in each of the {depth} layers")
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.9)
+    return fig
+
+
+# -- summaries per head and layer -----------------------------------------------------------------
+
+def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: str, what: str, norm, cmap: str,
+                    baseline_name: str) -> Figure:
+    """Left: the mean over latents as a [layer x head] heatmap. Right: every latent's value, with the baseline.
+
+    values [depth, h, l] for one example.
+    """
+    depth, h, l = values.shape
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    mean = values.mean(axis=-1)  # [depth, h]
+    image = left.imshow(mean, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    if depth * h <= 64:  # numbers are readable only on small grids
+        for (i, j), v in np.ndenumerate(mean):
+            left.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black",
+                      bbox=dict(facecolor="white", alpha=0.6, linewidth=0, pad=1))
+    left.set_xticks(range(h))
+    left.set_yticks(range(depth))
+    left.set_xlabel("head h")
+    left.set_ylabel("layer")
+    left.set_title(f"mean over the {l} latents")
+    fig.colorbar(image, ax=left, label=what, location="bottom", shrink=0.9)
+
+    # every latent as a dot, one column of dots per (layer, head); the baseline as a dashed line
+    x = np.arange(depth * h)
+    rng = np.random.default_rng(0)  # a fixed jitter so dots of one column do not hide each other
+    for k in range(depth * h):
+        i, j = divmod(k, h)
+        right.scatter(k + rng.uniform(-0.2, 0.2, l), values[i, j], s=10, c=values[i, j], cmap=cmap, norm=norm,
+                      edgecolors="none")
+    right.axhline(baseline, color="black", linestyle="--", linewidth=1, label=baseline_name)
+    for i in range(1, depth):
+        right.axvline(i * h - 0.5, color="grey", linewidth=0.5)
+    right.set_xticks(x, [f"L{i}h{j}" for i in range(depth) for j in range(h)], rotation=90, fontsize=7)
+    right.set_xlabel("layer L, head h")
+    right.set_ylabel(what)
+    right.set_title("each latent")
+    right.legend(loc="best", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_context_share(trace: Any, *, example: int = 0, fig: Figure | None = None) -> Figure:
+    """Share of each latent's attention that goes to the context, per head and layer, vs the uniform s / n.
+
+    Above the baseline (red) a latent prefers the context; below it (blue) it prefers the latents,
+    i.e. keeps what it already holds. The latents get the rest: 1 - share, uniform l / n.
+    """
+    _check_trace(trace)
+    share = trace.context_share()  # [depth, b, h, l]
+    example = _check_index(example, share.shape[1], "example", "examples in the batch")
+    values = _to_numpy(share[:, example], "context share", 3, "depth, h, l")
+    uniform = trace.uniform_context_share()
+    s, n = trace.context_length, trace.n_keys
+    fig = _new_figure(fig, (10, 4.2))
+    # red above the uniform share, blue below; the centre needs a little room on both sides
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=min(values.min(), uniform - 1e-3), vmax=max(values.max(), uniform + 1e-3))
+    title = (f"Share of attention on the context (s = {s}) vs on the latents (l = {n - s}); "
+             f"uniform would give s / n = {uniform:.3f}")
+    if not trace.latents_in_kv:
+        title = f"Latents not in the keys/values: all attention goes to the context (share = 1, s = {s})"
+    return _per_head_layer(fig, values, uniform, title=title, what="context share", norm=norm, cmap="coolwarm",
+                           baseline_name=f"uniform s / n = {uniform:.3f}")
+
+
+def plot_entropy(trace: Any, *, example: int = 0, fig: Figure | None = None) -> Figure:
+    """Attention entropy in nats per head and layer: 0 = one key, log(n) = all keys equally (the dashed line)."""
+    _check_trace(trace)
+    entropy = trace.entropy()  # [depth, b, h, l]
+    example = _check_index(example, entropy.shape[1], "example", "examples in the batch")
+    values = _to_numpy(entropy[:, example], "entropy", 3, "depth, h, l")
+    top = trace.max_entropy()
+    fig = _new_figure(fig, (10, 4.2))
+    return _per_head_layer(
+        fig, values, top, title=f"Attention entropy (nats) over n = {trace.n_keys} keys; uniform = log(n) = {top:.2f}",
+        what="entropy (nats)", norm=Normalize(vmin=0.0, vmax=max(top, 1e-6)), cmap="magma",
+        baseline_name=f"max log(n) = {top:.2f}",
+    )
+
+
+def plot_qk_norm_comparison(trace_off: Any, trace_on: Any, *, example: int = 0, fig: Figure | None = None) -> Figure:
+    """QK-norm off vs on, same seed and input: entropy (top) and score range max - min (bottom), per head x layer."""
+    _check_trace(trace_off, "trace_off")
+    _check_trace(trace_on, "trace_on")
+    shape_off, shape_on = tuple(trace_off.attentions[0].shape), tuple(trace_on.attentions[0].shape)
+    if (len(trace_off.attentions), shape_off) != (len(trace_on.attentions), shape_on):
+        raise ValueError(
+            "trace_off and trace_on must come from the same architecture and input (only qk_norm differing); got "
+            f"depth {len(trace_off.attentions)} with attentions {shape_off} vs depth {len(trace_on.attentions)} "
+            f"with {shape_on}"
+        )
+    example = _check_index(example, shape_off[0], "example", "examples in the batch")
+    entropy = [_to_numpy(t.entropy()[:, example].mean(-1), "entropy", 2, "depth, h") for t in (trace_off, trace_on)]
+
+    def score_range(t):  # [depth, h]: how far apart the highest and lowest score of a head are
+        s = np.stack([_to_numpy(x[example], "trace.scores", 3, "h, l, n") for x in t.scores])  # [depth, h, l, n]
+        return s.max(axis=(-1, -2)) - s.min(axis=(-1, -2))
+
+    ranges = [score_range(trace_off), score_range(trace_on)]
+    fig = _new_figure(fig, (9, 5.6))
+    axes = fig.subplots(2, 2, sharex=True, sharey=True)
+    top = trace_off.max_entropy()
+    rows = [
+        (entropy, dict(vmin=0.0, vmax=top), "magma", f"entropy (nats), max {top:.2f}", "{:.2f}"),
+        (ranges, dict(vmin=0.0, vmax=_vmax(*ranges)), "viridis", "score range (max - min)", "{:.1f}"),
+    ]
+    for r, (pair, limits, cmap, label, fmt) in enumerate(rows):
+        for c, (values, name) in enumerate(zip(pair, ("QK-norm off", "QK-norm on"))):
+            ax = axes[r, c]
+            image = ax.imshow(values, cmap=cmap, aspect="auto", interpolation="nearest", **limits)
+            if values.size <= 64:
+                for (i, j), v in np.ndenumerate(values):
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                            bbox=dict(facecolor="white", alpha=0.6, linewidth=0, pad=1))
+            ax.set_title(f"{name}: {'entropy' if r == 0 else 'score range'}", fontsize=10)
+            ax.set_xticks(range(values.shape[1]))
+            ax.set_yticks(range(values.shape[0]))
+            if r == 1:
+                ax.set_xlabel("head h")
+            if c == 0:
+                ax.set_ylabel("layer")
+        fig.colorbar(image, ax=axes[r, :], label=label, shrink=0.9)
+    fig.suptitle(f"QK-norm off vs on, same weights seed and input (example {example})")
+    return fig
+
+
+# -- the context as an image ----------------------------------------------------------------------
+
+def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length: int, title: str | None = None,
+                            fig: Figure | None = None) -> Figure:
+    """One latent's attention [n] over a g x g patch grid (+ CLS), drawn over the photo the patches came from.
+
+    Keys 1..g*g are the patches row by row, key 0 the CLS token, keys s..n-1 the latents (when they
+    join the keys). The patch weights are drawn on the image; CLS and the latents get a bar chart
+    below, split by the context | latents divider, so every weight of the row is on the figure.
+    """
+    row = _to_numpy(attn_row, "attn_row", 1, "n")
+    context_length = _check_context_length(context_length, row.shape[0], "attn_row")
+    side = grid_side(context_length)  # explains itself when s is not g*g + 1
+    if image is not None:
+        image = _to_numpy(image, "image", 3, "H, W, 3")
+        if image.shape[-1] != 3:
+            raise ValueError(f"image must be [H, W, 3] RGB; got shape {tuple(image.shape)}")
+        image = np.clip(image, 0.0, 1.0) if image.max() <= 1.0 else np.clip(image / 255.0, 0.0, 1.0)
+    patches = row[1:context_length].reshape(side, side)  # row-major, as image_context cut them
+    others = np.concatenate([row[:1], row[context_length:]])  # CLS, then the latents' own keys
+    n_latent_keys = row.shape[0] - context_length
+
+    fig = _new_figure(fig, (6.4, 6.4))
+    top, bottom = fig.subplots(2, 1, height_ratios=[4, 1])
+    extent = (0, side, side, 0)  # one unit per patch, so image and grid line up
+    if image is not None:
+        top.imshow(image, extent=extent, interpolation="bilinear")
+    overlay = top.imshow(patches, extent=extent, cmap="inferno", vmin=0.0, vmax=_vmax(patches),
+                         alpha=0.6 if image is not None else 1.0, interpolation="nearest")
+    top.set_xlabel(f"patch column (0..{side - 1})")
+    top.set_ylabel(f"patch row (0..{side - 1})")
+    top.set_title(title or f"Attention over a {side} x {side} patch grid + CLS (s = {context_length})")
+    fig.colorbar(overlay, ax=top, label="attention weight on each patch")
+
+    labels = ["CLS"] + [f"l{i}" for i in range(n_latent_keys)]
+    colors = ["tab:orange"] + ["tab:blue"] * n_latent_keys
+    bottom.bar(np.arange(len(others)), others, color=colors)
+    if n_latent_keys:
+        bottom.axvline(0.5, color="black", linestyle="--", linewidth=1)  # context | latents
+    bottom.set_xticks(np.arange(len(others)), labels, fontsize=7)
+    bottom.set_xlabel("key: CLS (context) | latents")
+    bottom.set_ylabel("weight")
+    patch_sum, latent_sum = patches.sum(), row[context_length:].sum()
+    bottom.set_title(f"patches {patch_sum:.2f}, CLS {row[0]:.3f}, latents {latent_sum:.2f} of this row's attention",
+                     fontsize=9)
+    return fig

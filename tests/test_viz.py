@@ -1,0 +1,219 @@
+"""viz.py: every figure is labelled, shows the data it was given, marks context | latents, and leaks nothing."""
+
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import perceiver_edu as pe
+from perceiver_edu import viz
+from perceiver_edu.inputs import sample_image
+
+S = 17  # 4 x 4 patches + CLS: small, and valid for the image overlay too
+
+
+def traced(seed=0, context_length=S, batch=2, **overrides):
+    torch.manual_seed(seed)
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(**overrides))
+    context = pe.make_context("structured", batch, context_length, model.config.embed_dim, seed)
+    return model(context, return_trace=True)[1]
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return traced()
+
+
+@pytest.fixture(scope="module")
+def trace_pair():
+    return traced(qk_norm=False), traced(qk_norm=True)
+
+
+def all_figures(trace, trace_pair):
+    """Every public figure, called as the notebooks and the explorer call them."""
+    attn = trace.attentions[0]  # [b, h, l, n]
+    return {
+        "attention_map": viz.plot_attention_map(attn[0, 0], trace.context_length),
+        "heads": viz.plot_heads(attn[0], trace.context_length, layer=0),
+        "layers": viz.plot_layers(trace, example=1, head=2),
+        "context_share": viz.plot_context_share(trace),
+        "entropy": viz.plot_entropy(trace),
+        "qk_norm": viz.plot_qk_norm_comparison(*trace_pair),
+        "image": viz.plot_attention_on_image(attn[0, 0, 3], sample_image(4), context_length=trace.context_length),
+    }
+
+
+def colorbar_labels(fig):
+    """The labels of the colour bars attached to anything drawn on the figure."""
+    labels = []
+    for ax in fig.axes:
+        for artist in ax.images + ax.collections:
+            bar = getattr(artist, "colorbar", None)
+            if bar is not None:
+                labels.append(bar.ax.get_ylabel() or bar.ax.get_xlabel())
+    return labels
+
+
+def titles(fig):
+    found = [ax.get_title(loc) for ax in fig.axes for loc in ("left", "center", "right")]
+    if fig._suptitle is not None:
+        found.append(fig._suptitle.get_text())
+    return [t for t in found if t]
+
+
+def dividers(ax):
+    """x positions of the vertical lines drawn on an axes (axvline: two equal x values)."""
+    xs = []
+    for line in ax.lines:
+        x = np.asarray(line.get_xdata(), dtype=float)
+        if x.size == 2 and x[0] == x[1]:
+            xs.append(float(x[0]))
+    return xs
+
+
+def test_every_figure_is_a_labelled_figure_with_a_colour_bar_and_renders(trace, trace_pair):
+    for name, fig in all_figures(trace, trace_pair).items():
+        assert isinstance(fig, Figure), name
+        assert titles(fig), f"{name} has no title"
+        data_axes = [ax for ax in fig.axes if ax.get_xlabel() and ax.get_ylabel()]
+        assert data_axes, f"{name} has no axes with both axis labels"
+        labels = colorbar_labels(fig)
+        assert labels and all(labels), f"{name} has no labelled colour bar: {labels}"
+        fig.savefig(io.BytesIO(), format="png")  # drawing must not fail (norms, layouts, text)
+
+
+def test_no_pyplot_figures_are_left_open_after_many_calls(trace, trace_pair):
+    plt.close("all")
+    for _ in range(3):
+        all_figures(trace, trace_pair)
+    assert plt.get_fignums() == []
+
+
+def test_attention_map_shows_the_weights_and_the_divider(trace):
+    attn = trace.attentions[0][0, 1]  # [l, n]
+    fig = viz.plot_attention_map(attn, trace.context_length, title="my title")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), attn.numpy(), rtol=1e-6)
+    assert dividers(ax) == [trace.context_length - 0.5]
+    assert ax.get_title() == "my title"
+    assert "latent" in ax.get_ylabel() and "key" in ax.get_xlabel()
+
+
+def test_no_divider_when_the_latents_are_not_in_the_keys():
+    trace = traced(latents_in_kv=False)
+    assert trace.n_keys == trace.context_length
+    fig = viz.plot_attention_map(trace.attentions[0][0, 0], trace.context_length)
+    assert dividers(fig.axes[0]) == []
+    # the context share is then 1 everywhere: the figure says so and still draws
+    fig = viz.plot_context_share(trace)
+    assert "not in the keys" in fig._suptitle.get_text()
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def test_heads_has_one_map_per_head_each_with_the_divider(trace):
+    attn = trace.attentions[1][0]  # [h, l, n]
+    fig = viz.plot_heads(attn, trace.context_length, layer=1)
+    maps = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("head")]
+    assert len(maps) == attn.shape[0]
+    for i, ax in enumerate(maps):
+        np.testing.assert_allclose(ax.images[0].get_array(), attn[i].numpy(), rtol=1e-6)
+        assert dividers(ax) == [trace.context_length - 0.5]
+    assert "layer 1" in fig._suptitle.get_text()
+    # one colour scale for all heads, so colours compare across heads
+    assert len({ax.images[0].get_clim() for ax in maps}) == 1
+
+
+def test_layers_shows_the_chosen_example_and_head_in_every_layer(trace):
+    fig = viz.plot_layers(trace, example=1, head=2)
+    maps = [ax for ax in fig.axes if ax.images and ax.get_title(loc="left").startswith("layer")]
+    assert len(maps) == trace.depth
+    for layer, ax in enumerate(maps):
+        np.testing.assert_allclose(ax.images[0].get_array(), trace.attentions[layer][1, 2].numpy(), rtol=1e-6)
+        assert dividers(ax) == [trace.context_length - 0.5]
+
+
+def test_context_share_and_entropy_show_the_trace_numbers_and_the_baseline(trace):
+    for fig, values, baseline in [
+        (viz.plot_context_share(trace, example=1), trace.context_share()[:, 1], trace.uniform_context_share()),
+        (viz.plot_entropy(trace, example=1), trace.entropy()[:, 1], trace.max_entropy()),
+    ]:
+        heatmap = next(ax for ax in fig.axes if ax.images)
+        np.testing.assert_allclose(heatmap.images[0].get_array(), values.mean(-1).numpy(), rtol=1e-5)
+        strip = next(ax for ax in fig.axes if ax.collections and not ax.images and ax.get_ylabel())
+        # every latent of every (layer, head) is a dot
+        assert sum(len(c.get_offsets()) for c in strip.collections) == values.numel()
+        horizontal = [float(line.get_ydata()[0]) for line in strip.lines if np.ptp(line.get_ydata()) == 0]
+        assert baseline == pytest.approx(horizontal[0])
+
+
+def test_qk_norm_comparison_puts_off_and_on_side_by_side(trace_pair):
+    off, on = trace_pair
+    fig = viz.plot_qk_norm_comparison(off, on)
+    panels = {ax.get_title(): ax.images[0].get_array() for ax in fig.axes if ax.images}
+    np.testing.assert_allclose(panels["QK-norm off: entropy"], off.entropy()[:, 0].mean(-1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(panels["QK-norm on: entropy"], on.entropy()[:, 0].mean(-1).numpy(), rtol=1e-5)
+    scores_on = torch.stack(on.scores)[:, 0]  # [depth, h, l, n]
+    expected = scores_on.amax((-1, -2)) - scores_on.amin((-1, -2))
+    np.testing.assert_allclose(panels["QK-norm on: score range"], expected.numpy(), rtol=1e-5)
+    assert len(colorbar_labels(fig)) == 2  # one shared scale per row, so off and on compare by colour
+
+
+def test_image_overlay_puts_each_patch_weight_on_its_grid_cell(trace):
+    row = trace.attentions[0][0, 0, 5]  # [n]
+    s = trace.context_length  # 17 = 4 x 4 + 1
+    image = sample_image(4)
+    fig = viz.plot_attention_on_image(row, image, context_length=s)
+    ax = next(ax for ax in fig.axes if len(ax.images) == 2)
+    np.testing.assert_allclose(ax.images[0].get_array(), image, rtol=1e-6)  # the photo underneath
+    np.testing.assert_allclose(ax.images[1].get_array(), row[1:s].reshape(4, 4).numpy(), rtol=1e-6)
+    bars = next(ax for ax in fig.axes if ax.patches)
+    heights = [p.get_height() for p in bars.patches]
+    np.testing.assert_allclose(heights, np.concatenate([row[:1], row[s:]]), rtol=1e-6)  # CLS, then the latents
+    assert dividers(bars) == [0.5]
+    # without a photo the grid is drawn alone
+    fig = viz.plot_attention_on_image(row, None, context_length=s)
+    assert len(fig.axes[0].images) == 1
+
+
+def test_fig_is_cleared_and_reused(trace, trace_pair):
+    fig = viz.plot_heads(trace.attentions[0][0], trace.context_length)
+    again = viz.plot_attention_map(trace.attentions[0][0, 0], trace.context_length, fig=fig)
+    assert again is fig
+    fresh = viz.plot_attention_map(trace.attentions[0][0, 0], trace.context_length)
+    assert len(fig.axes) == len(fresh.axes)  # the heads grid is gone, not drawn under the new map
+    for call in (
+        lambda f: viz.plot_layers(trace, fig=f),
+        lambda f: viz.plot_context_share(trace, fig=f),
+        lambda f: viz.plot_entropy(trace, fig=f),
+        lambda f: viz.plot_qk_norm_comparison(*trace_pair, fig=f),
+        lambda f: viz.plot_attention_on_image(trace.attentions[0][0, 0, 0], None, context_length=S, fig=f),
+        lambda f: viz.plot_heads(trace.attentions[0][0], S, fig=f),
+    ):
+        assert call(fig) is fig
+        assert len(fig.axes) == len(call(None).axes)
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda t: viz.plot_attention_map(t.attentions[0][0], S), ValueError, r"attn must be 2-D \[l, n\]; got shape \(4, 8, 25\)"),
+        (lambda t: viz.plot_attention_map(t.attentions[0][0, 0], 99), ValueError, r"context_length must be between 1 and .* n = 25 .* got 99"),
+        (lambda t: viz.plot_attention_map("attention", S), TypeError, r"attn must be a torch.Tensor or numpy array .* got str"),
+        (lambda t: viz.plot_heads(t.attentions[0][0, 0], S), ValueError, r"attn must be 3-D \[h, l, n\]"),
+        (lambda t: viz.plot_layers(t, head=4), ValueError, r"head must be between 0 and 3 \(4 heads\); got 4"),
+        (lambda t: viz.plot_layers(t, example=2), ValueError, r"example must be between 0 and 1"),
+        (lambda t: viz.plot_context_share(t.attentions), TypeError, r"trace must be the Trace from model\(context, return_trace=True\); got tuple"),
+        (lambda t: viz.plot_qk_norm_comparison(t, traced(context_length=10)), ValueError, r"same architecture and input"),
+        (lambda t: viz.plot_attention_on_image(t.attentions[0][0, 0, 0][:20], None, context_length=18), ValueError, r"square number of patches plus one CLS .* got 18"),
+        (lambda t: viz.plot_attention_on_image(t.attentions[0][0, 0, 0], np.zeros((4, 4)), context_length=S), ValueError, r"image must be 3-D \[H, W, 3\]"),
+        (lambda t: viz.plot_attention_map(t.attentions[0][0, 0], S, fig="figure"), TypeError, r"fig must be a matplotlib.figure.Figure or None; got str"),
+    ],
+)
+def test_bad_input_gets_a_message_naming_the_argument(trace, call, error, message):
+    with pytest.raises(error, match=message):
+        call(trace)
+    assert plt.get_fignums() == []
