@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import torch
-from einops import rearrange
+from einops import rearrange, reduce
 from torch import Tensor
 
 INPUT_KINDS = ("random", "structured", "image")
@@ -77,20 +77,29 @@ def sample_image(side: int = 16) -> np.ndarray:
     return rearrange(image, "1 c h w -> h w c").clamp(0, 1).numpy()
 
 
+POOL = 2  # each patch is described by the mean colour of its 2 x 2 quarters: 12 numbers
+
+
 def image_context(batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0) -> Tensor:
     """[b, s, e] a real photo as tokens: token 0 is the CLS token, tokens 1..g*g the patches row by row.
 
-    Each 14 x 14 x 3 patch is flattened and mapped to e features by a fixed random projection (a
-    stand-in for the ViT; seeded), so patches that look alike get similar tokens. The CLS token is
-    the mean of the patch tokens, a summary of the whole image, as a ViT's CLS token is meant to be.
+    A stand-in for the ViT (seeded, no training): each 14 x 14 patch is described by the mean
+    colour of its four quarters (12 numbers, each standardised over the patches), and a fixed
+    random projection maps these to e features. Patches that look alike at a glance (sky, water,
+    the dark roof) therefore get similar tokens, and a latent that matches one of them matches the
+    whole region: attention maps show regions rather than single pixels of texture. The CLS token
+    is the mean of the patch tokens, a summary of the whole image, as a ViT's CLS token is meant to be.
     """
     side = grid_side(context_length)
     image = torch.from_numpy(sample_image(side))  # [g*14, g*14, 3]
-    patches = rearrange(image, "(gh ph) (gw pw) c -> (gh gw) (ph pw c)", ph=PATCH_SIZE, pw=PATCH_SIZE)
-    patches = (patches - patches.mean()) / patches.std()
+    quarter = PATCH_SIZE // POOL
+    features = reduce(image, "(gh qh ph) (gw qw pw) c -> (gh gw) (qh qw c)", "mean",
+                      qh=POOL, qw=POOL, ph=quarter, pw=quarter)  # [g*g, 12]
+    # clamp: a single patch (s = 2) or a flat colour has no spread to divide by
+    features = (features - features.mean(dim=0)) / features.std(dim=0, correction=0).clamp_min(1e-6)
     g = torch.Generator().manual_seed(seed)
-    projection = torch.randn(patches.shape[1], embed_dim, generator=g) / math.sqrt(patches.shape[1])
-    tokens = patches @ projection  # [g*g, e]
+    projection = torch.randn(features.shape[1], embed_dim, generator=g) / math.sqrt(features.shape[1])
+    tokens = features @ projection  # [g*g, e]
     tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens])  # [1 + g*g, e]
     return tokens.expand(batch, -1, -1).clone()
 

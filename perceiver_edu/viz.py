@@ -322,8 +322,12 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     extent = (0, side, side, 0)  # one unit per patch, so image and grid line up
     if image is not None:
         top.imshow(image, extent=extent, interpolation="bilinear")
-    overlay = top.imshow(patches, extent=extent, cmap="inferno", vmin=0.0, vmax=_vmax(patches),
-                         alpha=0.6 if image is not None else 1.0, interpolation="nearest")
+    vmax = _vmax(patches)
+    # over a photo, the more attention a patch gets the more opaque its colour: ignored patches
+    # stay visible, so a learner can see what the attended ones show
+    alpha = 0.1 + 0.75 * np.clip(patches / vmax, 0.0, 1.0) if image is not None else None
+    overlay = top.imshow(patches, extent=extent, cmap="inferno", vmin=0.0, vmax=vmax, alpha=alpha,
+                         interpolation="nearest")
     top.set_xlabel(f"patch column (0..{side - 1})")
     top.set_ylabel(f"patch row (0..{side - 1})")
     top.set_title(title or f"Attention over a {side} x {side} patch grid + CLS (s = {context_length})")
