@@ -12,8 +12,10 @@ from .inputs import INPUT_KINDS, make_context
 from .interop import load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler
 from .trace import Trace, attention_entropy, context_share
+from .widgets import Explorer
 
 __all__ = [
+    "Explorer",
     "INPUT_KINDS",
     "FeedForward",
     "PerceiverAttention",
