@@ -303,13 +303,17 @@ class Explorer:
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise TypeError(f"Explorer has no control(s) {unknown}; controls are {sorted(self.controls)}")
+        architecture = {k: v for k, v in values.items() if k in ARCHITECTURE}
+        with self._hold():
+            for name, value in architecture.items():
+                self.controls[name].value = value
+        if architecture:  # first the new model, so that e.g. layer=5 fits the new depth
+            self._guarded(lambda: self._rebuild(draw=False))()
         with self._hold():
             for name, value in values.items():
-                self.controls[name].value = value
-        if set(values) & set(ARCHITECTURE):
-            self._guarded(self._rebuild)()
-        else:
-            self._guarded(self._redraw)()
+                if name not in architecture:
+                    self.controls[name].value = value
+        self._guarded(self._redraw)()
         return self
 
     def show(self, view: str) -> "Explorer":
@@ -358,7 +362,7 @@ class Explorer:
     def _settings(self) -> dict[str, Any]:
         return {name: self.controls[name].value for name in ARCHITECTURE}
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, draw: bool = True) -> None:
         """Architecture or input changed: check, build, run once, then redraw the visible view."""
         s = self._settings()
         try:
@@ -393,7 +397,8 @@ class Explorer:
                               ("latent", config.n_latents - 1)):
                 self.controls[name].max = top
         self.status.value = self._status_html(run)
-        self._redraw()
+        if draw:
+            self._redraw()
 
     def _redraw(self) -> None:
         """Layer, head, latent or tab changed (or a new run): draw the visible view from the stored trace."""

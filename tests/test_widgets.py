@@ -1,0 +1,337 @@
+"""The explorer driven from Python, as a learner drives it with the mouse: set a control, check what changed.
+
+Each test counts forward passes (`n_runs`) and figure draws (`n_renders`) and compares the PNG on
+screen, so a change that should re-run the model, redraw only, or leave the view alone is told apart.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import random
+import resource
+
+import matplotlib.pyplot as plt
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import perceiver_edu as pe
+from perceiver_edu import viz, widgets
+
+NAMES = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv", "input_kind",
+         "seed", "device", "layer", "head")
+
+
+@pytest.fixture
+def explorer():
+    return pe.Explorer()
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "the view does not hold a PNG"
+    return np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def shown_map(explorer) -> np.ndarray:
+    """The numbers the 'chosen head' figure shows, read back from its image artist."""
+    return np.asarray(explorer.figures["head"].axes[0].images[0].get_array())
+
+
+# -- what is there --------------------------------------------------------------------------------
+
+def test_controls_by_name_and_defaults(explorer):
+    assert set(NAMES) <= set(explorer.controls)
+    c = explorer.controls
+    assert (c["n_heads"].value, c["head_dim"].value, c["depth"].value, c["n_latents"].value) == (4, 16, 2, 8)
+    assert c["context_length"].value == 257 and c["input_kind"].value == "image"
+    # a drag must not re-run the model on every pixel
+    for name in ("n_heads", "head_dim", "depth", "n_latents", "context_length", "layer", "head"):
+        assert c[name].continuous_update is False, name
+    assert list(c["device"].options) == pe.available_devices()
+    assert c["device"].value == pe.pick_device()
+    assert list(c["input_kind"].options) == list(pe.INPUT_KINDS)
+
+
+def test_first_view_and_status(explorer):
+    assert explorer.n_runs == 1 and explorer.message == ""
+    trace = explorer.trace
+    assert trace.depth == 2 and tuple(trace.attentions[0].shape) == (1, 4, 8, 257 + 8)
+    png_pixels(explorer.views["head"].value)
+    np.testing.assert_allclose(shown_map(explorer), trace.attentions[0][0, 0].numpy(), rtol=0, atol=0)
+    status = explorer.status.value
+    for part in ("[1, 8, 64]", f"{explorer.run.n_params:,} parameters", "device cpu", "forward", " ms"):
+        assert part in status, part
+    assert explorer.run.n_params == sum(p.numel() for p in pe.PerceiverResampler(explorer.run.config).parameters())
+
+
+def test_displaying_shows_the_whole_ui(explorer):
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.ui.model_id
+    text = bundle["text/plain"]
+    assert text.startswith("Explorer(depth 2, 4 heads of 16") and "0x" not in text and len(text) < 300
+    # every control and the tabbed views are inside the displayed box
+    def walk(widget):
+        yield widget
+        for child in getattr(widget, "children", ()):
+            yield from walk(child)
+    inside = {id(x) for x in walk(explorer.ui)}
+    assert all(id(c) in inside for c in explorer.controls.values())
+    assert all(id(v) in inside for v in explorer.views.values())
+    assert id(explorer.status) in inside and id(explorer.problem) in inside
+
+
+# -- view changes redraw from the stored trace ----------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [("head", 2), ("layer", 1)])
+def test_view_change_redraws_without_running(explorer, name, value):
+    before_png, runs, renders, trace = explorer.views["head"].value, explorer.n_runs, explorer.n_renders, explorer.trace
+    explorer.controls[name].value = value
+    assert explorer.n_runs == runs and explorer.trace is trace
+    assert explorer.n_renders == renders + 1
+    assert explorer.views["head"].value != before_png
+    layer, head = explorer.controls["layer"].value, explorer.controls["head"].value
+    np.testing.assert_array_equal(shown_map(explorer), trace.attentions[layer][0, head].numpy())
+    assert f"layer {layer}, head {head}" in explorer.figures["head"].axes[0].get_title()
+
+
+def test_in_place_redraw_matches_a_fresh_viz_figure(explorer):
+    """The fast path (new numbers into the same axes) draws what viz would draw from scratch."""
+    explorer.controls["head"].value = 3
+    explorer.controls["layer"].value = 1
+    fast = png_pixels(explorer.views["head"].value)
+    trace = explorer.trace
+    fresh = Figure(figsize=explorer.figures["head"].get_size_inches(), dpi=widgets.DPI, layout="constrained")
+    viz.plot_attention_map(trace.attentions[1][0, 3], trace.context_length, fig=fresh,
+                           title=explorer.figures["head"].axes[0].get_title())
+    full = png_pixels(widgets.figure_png(fresh))
+    assert fast.shape == full.shape
+    differ = np.abs(fast.astype(int) - full.astype(int)).max(axis=-1) > 40
+    assert differ.mean() < 0.02, f"{differ.mean():.1%} of the pixels differ from a fresh viz figure"
+    image = explorer.figures["head"].axes[0].images[0]
+    assert image.get_clim() == (0.0, pytest.approx(float(trace.attentions[1][0, 3].max())))
+
+
+def test_other_tabs_draw_when_opened_and_only_then(explorer):
+    renders = explorer.n_renders
+    explorer.controls["seed"].value = 5  # a rebuild draws the visible tab only
+    assert explorer.n_renders == renders + 1 and explorer.views["share"].value == b""
+    for view in ("heads", "share", "entropy", "image"):
+        before = explorer.n_renders
+        explorer.show(view)
+        assert explorer.n_renders == before + 1, view
+        png_pixels(explorer.views[view].value)
+        explorer.show(view)  # already up to date: nothing to draw
+        assert explorer.n_renders == before + 1
+    explorer.show("share")
+    before = explorer.n_renders
+    explorer.controls["head"].value = 1  # the share view does not depend on the head
+    assert explorer.n_renders == before
+    explorer.controls["qk_norm"].value = True
+    assert explorer.n_renders == before + 1  # the visible share view follows the new run
+
+
+def test_image_view_without_image_input_says_so(explorer):
+    explorer.set(input_kind="random", context_length=100)
+    explorer.show("image")
+    texts = [t.get_text() for t in explorer.figures["image"].axes[0].texts]
+    assert any("Choose input 'image'" in t for t in texts)
+
+
+# -- architecture changes rebuild and run once ----------------------------------------------------
+
+@pytest.mark.parametrize("name, value, check", [
+    ("n_heads", 2, lambda t, r: t.attentions[0].shape[1] == 2),
+    ("head_dim", 8, lambda t, r: r.config.head_dim == 8),
+    ("depth", 3, lambda t, r: t.depth == 3),
+    ("n_latents", 5, lambda t, r: t.attentions[0].shape[2] == 5 and tuple(r.output.shape) == (1, 5, 64)),
+    ("context_length", 145, lambda t, r: t.context_length == 145 and t.n_keys == 145 + 8),
+    ("qk_norm", True, lambda t, r: r.config.qk_norm),
+    ("latents_in_kv", False, lambda t, r: t.n_keys == 257),
+    ("input_kind", "structured", lambda t, r: r.input_kind == "structured"),
+    ("seed", 7, lambda t, r: r.seed == 7),
+])
+def test_architecture_change_runs_once(explorer, name, value, check):
+    runs, old = explorer.n_runs, explorer.trace
+    explorer.controls[name].value = value
+    assert explorer.n_runs == runs + 1, f"{name} should rebuild and run exactly once"
+    assert explorer.message == ""
+    assert check(explorer.trace, explorer.run)
+    if name in ("seed", "qk_norm", "head_dim", "input_kind"):  # same shapes, other numbers
+        assert not torch.equal(explorer.trace.attentions[0], old.attentions[0])
+    layer, head = explorer.controls["layer"].value, explorer.controls["head"].value
+    np.testing.assert_array_equal(shown_map(explorer), explorer.trace.attentions[layer][0, head].numpy())
+
+
+def test_shrinking_clamps_the_view_controls_without_a_second_run(explorer):
+    explorer.set(layer=1, head=3)
+    runs, renders = explorer.n_runs, explorer.n_renders
+    explorer.controls["depth"].value = 1
+    explorer.controls["n_heads"].value = 2
+    assert explorer.n_runs == runs + 2 and explorer.n_renders == renders + 2
+    assert explorer.controls["layer"].value == 0 and explorer.controls["layer"].max == 0
+    assert explorer.controls["head"].value == 1 and explorer.controls["head"].max == 1
+    np.testing.assert_array_equal(shown_map(explorer), explorer.trace.attentions[0][0, 1].numpy())
+
+
+def test_set_changes_several_controls_with_one_run(explorer):
+    runs = explorer.n_runs
+    explorer.set(depth=6, qk_norm=True, n_heads=8, layer=5)
+    assert explorer.n_runs == runs + 1
+    assert explorer.trace.depth == 6 and explorer.run.config.qk_norm and explorer.controls["layer"].value == 5
+    with pytest.raises(TypeError, match="no control"):
+        explorer.set(heads=3)
+
+
+def test_seeded_weights_leave_the_learners_rng_alone():
+    state = torch.get_rng_state()
+    a, b = pe.Explorer(seed=3), pe.Explorer(seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.run.output, b.run.output)
+
+
+# -- what cannot run gets a message and keeps the view ---------------------------------------------
+
+def assert_kept(explorer, png, runs, trace):
+    assert explorer.views["head"].value == png and explorer.n_runs == runs and explorer.trace is trace
+    assert "Cannot show this setting" in explorer.problem.value and "Still showing" in explorer.problem.value
+
+
+def test_image_input_needs_a_square_grid_plus_cls(explorer):
+    png, runs, trace = explorer.views["head"].value, explorer.n_runs, explorer.trace
+    explorer.controls["context_length"].value = 100
+    assert "context_length" in explorer.message and "g*g + 1" in explorer.message and "100" in explorer.message
+    assert_kept(explorer, png, runs, trace)
+    explorer.controls["input_kind"].value = "random"  # the same length is fine for random tokens
+    assert explorer.n_runs == runs + 1 and explorer.message == "" and explorer.problem.value == ""
+    assert explorer.trace.context_length == 100
+
+
+def test_memory_budget_refuses_with_a_message():
+    explorer = pe.Explorer(memory_budget_mb=2)
+    png, runs, trace = explorer.views["head"].value, explorer.n_runs, explorer.trace
+    explorer.controls["n_latents"].value = 128
+    assert "budget of 2 MB" in explorer.message and "memory_budget_mb" in explorer.message
+    assert_kept(explorer, png, runs, trace)
+    # the view controls still redraw the kept trace
+    explorer.controls["head"].value = 1
+    np.testing.assert_array_equal(shown_map(explorer), trace.attentions[0][0, 1].numpy())
+
+
+def test_estimate_grows_with_the_maps():
+    cfg = pe.ResamplerConfig(embed_dim=64)
+    small = widgets.estimate_bytes(cfg, 257)
+    assert small < widgets.MEMORY_BUDGET_MB * 2**20
+    deeper = [widgets.estimate_bytes(cfg.replace(depth=d), 257) for d in (2, 4, 6)]
+    assert deeper[0] == small and deeper[2] - deeper[1] == deeper[1] - deeper[0] > 0  # linear in depth
+    maps = 4 * 4 * 4 * 8 * (257 + 8)  # 4 bytes x (attn, scores, two stacked copies) x 4 heads x [l, n], per layer
+    assert deeper[1] - deeper[0] >= 2 * maps
+    assert widgets.estimate_bytes(pe.ResamplerConfig.idefics(), 257) > small * 50
+
+
+def test_device_failure_shows_a_message(explorer, monkeypatch):
+    png, runs, trace = explorer.views["head"].value, explorer.n_runs, explorer.trace
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(widgets, "run_forward", broken)
+    explorer.controls["seed"].value = 1
+    assert "forward pass failed on cpu" in explorer.message and "out of memory" in explorer.message
+    assert_kept(explorer, png, runs, trace)
+    monkeypatch.undo()
+    explorer.controls["seed"].value = 2
+    assert explorer.n_runs == runs + 1 and explorer.message == ""
+
+
+def test_an_unexpected_error_in_a_figure_is_a_message_not_a_traceback(explorer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(viz, "plot_heads", broken)
+    explorer.show("heads")  # must not raise
+    assert "KeyError" in explorer.message and "boom" in explorer.message
+    assert "Traceback" not in explorer.problem.value
+
+
+def test_unknown_settings_are_named():
+    with pytest.raises(TypeError, match="heads"):
+        pe.Explorer(heads=3)
+    with pytest.raises(ValueError, match="view must be one of"):
+        pe.Explorer().show("map")
+
+
+def test_few_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with widgets._few_threads(pe.ResamplerConfig(), 257, "cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+# -- 200 random changes in a row --------------------------------------------------------------------
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def random_value(rng: random.Random, explorer, name):
+    c = explorer.controls[name]
+    if name == "context_length":  # valid and invalid image lengths, and the sizes learners pick
+        return rng.choice([1, 2, 10, 50, 65, 100, 145, 257])
+    if name in ("n_latents",):
+        return rng.choice([1, 4, 8, 16, 64, 128])  # 128 with a small budget is refused
+    if name in ("qk_norm", "latents_in_kv"):
+        return not c.value
+    if name in ("input_kind", "device"):
+        return rng.choice(list(c.options))
+    if name == "seed":
+        return rng.randrange(0, 1000)
+    if name == "depth":
+        return rng.randint(1, 6)
+    return rng.randint(c.min, c.max)
+
+
+@pytest.mark.slow
+def test_200_random_changes_raise_nothing_and_leak_nothing():
+    rng = random.Random(0)
+    explorer = pe.Explorer(memory_budget_mb=8)
+    names = list(NAMES) + ["latent", "tab", "tab"]
+
+    def change():
+        name = rng.choice(names)
+        if name == "tab":
+            explorer.show(rng.choice(["head", "heads", "share", "entropy", "image"]))
+        else:
+            explorer.controls[name].value = random_value(rng, explorer, name)
+
+    for _ in range(40):  # warm up: caches, fonts, the allocator's pools
+        change()
+    gc.collect()
+    rss_before = rss_kb()
+    figures_before = sum(type(x) is Figure for x in gc.get_objects())
+    messages = 0
+    for _ in range(200):
+        change()  # no exception may escape
+        messages += explorer.message != ""
+    gc.collect()
+    assert plt.get_fignums() == []
+    assert sum(type(x) is Figure for x in gc.get_objects()) == figures_before
+    growth_mb = (rss_kb() - rss_before) / 1024
+    assert growth_mb < 60, f"memory grew by {growth_mb:.0f} MB over 200 changes"
+    assert messages > 0, "the sequence should have met refused settings (image lengths, the budget)"
+
+    # the view is still valid: it shows the stored trace at the chosen layer and head, and works on
+    run, c = explorer.run, explorer.controls
+    assert c["layer"].max == run.config.depth - 1 and c["head"].max == run.config.n_heads - 1
+    explorer.show("head")
+    explorer.set(head=0, layer=0)
+    np.testing.assert_array_equal(shown_map(explorer), run.trace.attentions[0][0, 0].numpy())
+    explorer.set(input_kind="structured", context_length=50, n_latents=4, depth=2, n_heads=2)
+    assert explorer.message == "" and explorer.trace.attentions[0].shape == (1, 2, 4, 54)
+    png_pixels(explorer.views["head"].value)
