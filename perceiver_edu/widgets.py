@@ -241,6 +241,8 @@ class Explorer:
         device = pick_device()
         if device not in devices:  # e.g. "cuda:1" forced through PERCEIVER_EDU_DEVICE
             devices = [device] + devices
+        if "device" in settings and settings["device"] not in devices:
+            raise ValueError(f"device must be one of the devices available here, {devices}; got {settings['device']!r}")
         self.controls = _controls(devices, device)
 
         self.figures = {

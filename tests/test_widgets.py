@@ -259,6 +259,8 @@ def test_an_unexpected_error_in_a_figure_is_a_message_not_a_traceback(explorer, 
 def test_unknown_settings_are_named():
     with pytest.raises(TypeError, match="heads"):
         pe.Explorer(heads=3)
+    with pytest.raises(ValueError, match="device must be one of the devices available here"):
+        pe.Explorer(device="tpu")
     with pytest.raises(ValueError, match="view must be one of"):
         pe.Explorer().show("map")
 

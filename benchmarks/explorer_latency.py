@@ -1,0 +1,113 @@
+"""How long the explorer takes from a value change to the new figure, at its default configuration.
+
+    python benchmarks/explorer_latency.py [--rounds 5]
+
+Sets widget values from Python, the way the browser's comm message does in the kernel, and times
+each assignment until it returns: by then the model has run (when the change needs it), the
+figure is drawn and its PNG is on the Image widget (`n_renders` is checked to have moved). The
+trip to the browser and its decoding of the PNG are not included.
+Target (issue 4, 2 CPU cores): median <= 100 ms, 95th percentile <= 250 ms.
+
+Reference in the same run: the naive way to show the same figure, a fresh
+`viz.plot_attention_map` figure saved with `savefig` (what a notebook cell does), plus the forward
+pass for the changes that need one. The ratio says what the explorer's figure reuse saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import time
+
+import torch
+
+import perceiver_edu as pe
+from perceiver_edu import viz, widgets
+
+# (control, value) pairs that walk away from the default and back, so every change starts from
+# (nearly) the default configuration. View changes first, then each architecture control.
+CHANGES = [
+    ("head", 1), ("head", 2), ("head", 3), ("head", 0),
+    ("layer", 1), ("layer", 0),
+    ("seed", 1), ("seed", 0),
+    ("qk_norm", True), ("qk_norm", False),
+    ("head_dim", 32), ("head_dim", 16),
+    ("n_heads", 8), ("n_heads", 4),
+    ("depth", 3), ("depth", 2),
+    ("n_latents", 16), ("n_latents", 8),
+    ("latents_in_kv", False), ("latents_in_kv", True),
+    ("input_kind", "structured"), ("input_kind", "image"),
+    ("context_length", 145), ("context_length", 257),
+]
+VIEW = {"head", "layer"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def naive_update(explorer: pe.Explorer, name: str) -> None:
+    """The reference: what a cell re-run does, a new model run (when needed) and a fresh figure."""
+    run = explorer.run
+    if name not in VIEW:
+        run = widgets.run_forward(run.config, input_kind=run.input_kind, context_length=run.context_length,
+                                  seed=run.seed, device=run.device)
+    layer, head = explorer.controls["layer"].value, explorer.controls["head"].value
+    fig = viz.plot_attention_map(run.trace.attentions[layer][0, head], run.trace.context_length)
+    fig.savefig(io.BytesIO(), format="png", dpi=widgets.DPI)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="how many times to walk through the changes")
+    args = parser.parse_args()
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {cores} CPU cores, torch threads {torch.get_num_threads()}, "
+          f"load average {load:.1f} (other work on the machine slows every figure)")
+
+    explorer = pe.Explorer()
+    print(f"default: {explorer._describe(explorer.run)}")
+    for name, value in CHANGES:  # warm-up: fonts, caches, first layouts
+        explorer.controls[name].value = value
+
+    times: dict[str, list[float]] = {}
+    reference: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for name, value in CHANGES:
+            renders = explorer.n_renders
+            start = time.perf_counter()
+            explorer.controls[name].value = value
+            elapsed = time.perf_counter() - start
+            if explorer.n_renders != renders + 1 or explorer.message:
+                raise SystemExit(f"{name}={value!r} did not replace the figure once: {explorer.message}")
+            times.setdefault(name, []).append(elapsed)
+            start = time.perf_counter()
+            naive_update(explorer, name)
+            reference.setdefault(name, []).append(time.perf_counter() - start)
+
+    everything = [t for ts in times.values() for t in ts]
+    naive = [t for ts in reference.values() for t in ts]
+    print(f"\n{'change':16s} {'n':>3s} {'median ms':>10s} {'p95 ms':>8s} {'naive median ms':>16s} {'ratio':>6s}")
+    for name in times:
+        med, ref = statistics.median(times[name]), statistics.median(reference[name])
+        print(f"{name:16s} {len(times[name]):3d} {med * 1e3:10.1f} {percentile(times[name], 95) * 1e3:8.1f} "
+              f"{ref * 1e3:16.1f} {med / ref:6.2f}")
+    med, p95 = statistics.median(everything), percentile(everything, 95)
+    view = [t for n, ts in times.items() if n in VIEW for t in ts]
+    arch = [t for n, ts in times.items() if n not in VIEW for t in ts]
+    print(f"\nall changes     n={len(everything)}  median {med * 1e3:.1f} ms  p95 {p95 * 1e3:.1f} ms  "
+          f"(target: median <= 100 ms, p95 <= 250 ms)")
+    print(f"view changes    median {statistics.median(view) * 1e3:.1f} ms   "
+          f"architecture changes median {statistics.median(arch) * 1e3:.1f} ms")
+    print(f"naive reference median {statistics.median(naive) * 1e3:.1f} ms; explorer / naive = "
+          f"{med / statistics.median(naive):.2f}")
+    print("verdict:", "meets the target" if med <= 0.100 and p95 <= 0.250 else "MISSES the target on this machine now")
+
+
+if __name__ == "__main__":
+    main()
