@@ -190,15 +190,16 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
     left.set_xlabel("head h")
     left.set_ylabel("layer")
     left.set_title(f"mean over the {l} latents")
-    fig.colorbar(image, ax=left, label=what, location="bottom", shrink=0.9)
+    bar = fig.colorbar(image, ax=left, label=what, location="bottom", shrink=0.9)
+    bar.ax.axvline(baseline, color="black", linestyle="--", linewidth=1)  # where the baseline sits on the scale
 
     # every latent as a dot, one column of dots per (layer, head); the baseline as a dashed line
     x = np.arange(depth * h)
     rng = np.random.default_rng(0)  # a fixed jitter so dots of one column do not hide each other
     for k in range(depth * h):
         i, j = divmod(k, h)
-        right.scatter(k + rng.uniform(-0.2, 0.2, l), values[i, j], s=10, c=values[i, j], cmap=cmap, norm=norm,
-                      edgecolors="none")
+        right.scatter(k + rng.uniform(-0.2, 0.2, l), values[i, j], s=14, c=values[i, j], cmap=cmap, norm=norm,
+                      edgecolors="grey", linewidths=0.4)  # an edge keeps pale dots visible on white
     right.axhline(baseline, color="black", linestyle="--", linewidth=1, label=baseline_name)
     for i in range(1, depth):
         right.axvline(i * h - 0.5, color="grey", linewidth=0.5)
