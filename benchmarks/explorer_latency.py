@@ -71,7 +71,7 @@ def main() -> None:
           f"load average {load:.1f} (other work on the machine slows every figure)")
 
     explorer = pe.Explorer()
-    print(f"default: {explorer._describe(explorer.run)}")
+    print(f"default: {explorer.describe()}")
     for name, value in CHANGES:  # warm-up: fonts, caches, first layouts
         explorer.controls[name].value = value
 

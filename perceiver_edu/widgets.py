@@ -292,7 +292,7 @@ class Explorer:
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         """Displaying the explorer displays its UI; plain text (GitHub, a terminal) gets one readable line."""
         bundle = self.ui._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = f"Explorer({self._describe(self.run)}); run the notebook to use the controls"
+        bundle["text/plain"] = f"Explorer({self.describe()}); run the notebook to use the controls"
         return bundle
 
     # -- driving it from Python ---------------------------------------------------------------------
@@ -410,7 +410,7 @@ class Explorer:
     def _refuse(self, message: str) -> None:
         """Say why, keep the last good view."""
         self.message = message
-        kept = f" Still showing: {escape(self._describe(self.run))}." if self.run is not None else ""
+        kept = f" Still showing: {escape(self.describe())}." if self.run is not None else ""
         self.problem.value = (f"<div style='color:#a40000'><b>Cannot show this setting.</b> {escape(message)}"
                               f"{kept}</div>")
 
@@ -469,8 +469,9 @@ class Explorer:
         self._shown[view] = key
 
     # -- text -------------------------------------------------------------------------------------
-    @staticmethod
-    def _describe(run: Run | None) -> str:
+    def describe(self, run: Run | None = None) -> str:
+        """One line: what the views show now (or what `run` was)."""
+        run = run or self.run
         if run is None:
             return "nothing run yet"
         c = run.config
