@@ -1,0 +1,190 @@
+"""The explorer as a person meets it: JupyterLab in headless Chromium, run all cells, move a slider.
+
+Starts JupyterLab on 127.0.0.1 (a free port, a random token) serving a temporary copy of
+notebooks/03_explorer.ipynb, so the committed notebook is never touched. Drives Debian's
+`chromium` with Playwright (never a downloaded browser). Without /usr/bin/chromium the test
+skips, unless PERCEIVER_EDU_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser fails.
+A screenshot of the explorer lands in artifacts/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "03_explorer.ipynb"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CONTROLS = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv", "input_kind",
+            "seed", "device", "layer", "head")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip for a reader without the browser; fail in CI, where the browser test must run."""
+    if condition:
+        return
+    if os.environ.get("PERCEIVER_EDU_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}, and PERCEIVER_EDU_REQUIRE_BROWSER=1 says the browser test must run")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {process.returncode} before it answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"JupyterLab did not answer at {url.split('?')[0]} within {timeout:.0f} s")
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab server on a temporary copy of the notebook; always stopped, kernels included."""
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    # a private settings dir: no news or update checks (no network), no workspace from a past run
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                           "checkForUpdates": False}))
+    # every cell stays in the DOM (no virtual scrolling), so the explorer can be found after "run all"
+    tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    port, token = free_port(), secrets.token_hex(16)
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
+               "--LabApp.extension_manager=readonly"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+        command.append("--allow-root")
+    log = open(tmp_path / "jupyterlab.log", "w")
+    # its own process group, so stopping it also stops the kernels it started
+    process = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        try:
+            wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process)
+        except (RuntimeError, TimeoutError) as exc:
+            log.flush()
+            raise RuntimeError(f"{exc}; its log ends with:\n{(tmp_path / 'jupyterlab.log').read_text()[-2000:]}")
+        yield f"http://127.0.0.1:{port}", token, work
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        log.close()
+
+
+def test_explorer_in_jupyterlab(jupyterlab):
+    need(Path(CHROMIUM).exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "playwright (the Python package) is not installed")
+    base, token, work = jupyterlab
+    started = time.monotonic()
+    committed = NOTEBOOK.read_bytes()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell")
+            # the kernel must be ready before "run all", or the first cells queue behind its start
+            page.wait_for_function("""() => {
+                const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+                    && w.sessionContext.session.kernel.status === 'idle';
+            }""")
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            n_code = sum(c["cell_type"] == "code" for c in json.loads(committed)["cells"])
+            # every code cell has run when each prompt shows a number (not [*] or [ ])
+            page.wait_for_function("""(n) => {
+                const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+                return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            }""", arg=n_code, timeout=90_000)
+            # no cell raised (an error output would carry this mime type)
+            assert page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count() == 0
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "explorer_browser_page.png"))  # what a failure looked like
+            # the UI rendered: the explorer box, every control, the status line and the figure
+            explorer = page.locator(".pe-explorer").first
+            explorer.wait_for(state="attached")
+            explorer.scroll_into_view_if_needed()
+            explorer.wait_for(state="visible")
+            for name in CONTROLS:
+                assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
+            status = explorer.locator(".pe-status").first
+            assert "[1, 8, 64]" in status.inner_text() and "parameters" in status.inner_text()
+            figure = explorer.locator("img.pe-view-head").first
+            figure.wait_for(state="visible")
+            assert figure.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 100")
+            before_src, before_pixels = figure.get_attribute("src"), figure.screenshot()
+
+            # move the head slider: drag its handle to the right end of the track, as a person would
+            slider = explorer.locator(".pe-control-head").first
+            handle, track = slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first
+            box, track_box = handle.bounding_box(), track.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(track_box["x"] + track_box["width"] - 1, box["y"] + box["height"] / 2, steps=8)
+            page.mouse.up()
+            readout = slider.locator(".widget-readout").first
+            page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
+            page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
+                                   arg=[figure.element_handle(), before_src])
+            figure.evaluate("img => img.decode()")
+            assert figure.screenshot() != before_pixels, "the figure did not change after moving the head slider"
+
+            # an architecture control: QK-norm on rebuilds the model, and the view follows
+            after_slider = figure.get_attribute("src")
+            explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
+            page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
+                                   arg=[figure.element_handle(), after_slider])
+            assert explorer.locator(".pe-message").first.inner_text().strip() == ""
+
+            explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
+        finally:
+            browser.close()
+    # the test ran on a copy: the committed notebook is untouched
+    assert NOTEBOOK.read_bytes() == committed
+    print(f"browser test took {time.monotonic() - started:.1f} s after the server started")
