@@ -203,8 +203,12 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
     right.axhline(baseline, color="black", linestyle="--", linewidth=1, label=baseline_name)
     for i in range(1, depth):
         right.axvline(i * h - 0.5, color="grey", linewidth=0.5)
-    right.set_xticks(x, [f"L{i}h{j}" for i in range(depth) for j in range(h)], rotation=90, fontsize=7)
-    right.set_xlabel("layer L, head h")
+    if depth * h <= 24:
+        right.set_xticks(x, [f"L{i}h{j}" for i in range(depth) for j in range(h)], rotation=90, fontsize=7)
+        right.set_xlabel("layer L, head h")
+    else:  # one label per column would overlap: label the layers, heads run 0..h-1 inside each band
+        right.set_xticks([i * h + (h - 1) / 2 for i in range(depth)], [f"layer {i}" for i in range(depth)], fontsize=8)
+        right.set_xlabel(f"layer; inside each band heads 0..{h - 1}, left to right")
     right.set_ylabel(what)
     right.set_title("each latent")
     right.legend(loc="best", fontsize=8)
