@@ -171,8 +171,16 @@ def figure_png(fig: Figure) -> bytes:
     canvas directly runs the layout once, inside the draw. Encoding is part of every redraw, so
     the PNG gets the fastest compression level.
     """
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas = _agg_canvas(fig)
     canvas.draw()
+    return _canvas_png(canvas)
+
+
+def _agg_canvas(fig: Figure) -> FigureCanvasAgg:
+    return fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+
+
+def _canvas_png(canvas: FigureCanvasAgg) -> bytes:
     rgba = canvas.buffer_rgba()  # [H, W, 4] view of the canvas
     buffer = io.BytesIO()
     PIL.Image.frombuffer("RGBA", (rgba.shape[1], rgba.shape[0]), rgba, "raw", "RGBA", 0, 1).convert("RGB").save(
@@ -184,8 +192,8 @@ def figure_png(fig: Figure) -> bytes:
 
 def _controls(devices: list[str], device: str) -> dict[str, w.Widget]:
     """The controls, by the names in DESIGN.md. Sliders fire when released, not on every pixel of a drag."""
-    style = {"description_width": "110px"}
-    box = w.Layout(width="330px")
+    style = {"description_width": "100px"}
+    box = w.Layout(width="300px")
 
     def slider(description, lo, hi, step=1, tooltip=""):
         return w.IntSlider(min=lo, max=hi, step=step, description=description, continuous_update=False,
@@ -236,6 +244,7 @@ class Explorer:
         self._holding = False
         self._shown: dict[str, Any] = {}  # view -> the key of what its PNG shows, to skip needless redraws
         self._map_shape: Any = None  # ([l, n], s) of the map viz last drew into figures["head"]
+        self._map_blitter: _MapBlitter | None = None
 
         devices = available_devices()
         device = pick_device()
@@ -277,7 +286,10 @@ class Explorer:
     # -- layout -----------------------------------------------------------------------------------
     def _layout(self) -> w.VBox:
         c = self.controls
-        column = lambda title, names: w.VBox([w.HTML(f"<b>{title}</b>")] + [c[n] for n in names])  # noqa: E731
+        def column(title, names):
+            return w.VBox([w.HTML(f"<b>{title}</b>")] + [c[n] for n in names],
+                          layout=w.Layout(width="320px", margin="0 16px 0 0"))
+
         header = w.HTML("<b>Perceiver Resampler explorer</b>: change the architecture or the input and the "
                         "model is rebuilt and run once; change layer, head or tab and the stored trace is redrawn.")
         controls = w.HBox([
@@ -438,11 +450,17 @@ class Explorer:
             attn = trace.attentions[layer][0, head]  # [l, n]
             title = f"layer {layer}, head {head}: {attn.shape[0]} latents over {attn.shape[1]} keys (s = {s})"
             shape = (tuple(attn.shape), s)
-            if shape != self._map_shape or not _update_map_in_place(fig, attn, title):
-                self._map_shape = None  # in case viz fails half-way through the figure
+            if shape == self._map_shape and _update_map_in_place(fig, attn, title):
+                png = self._map_blitter.png()  # same axes, new numbers: draw only what moved
+            else:
+                self._map_shape = self._map_blitter = None  # in case viz fails half-way through
                 fig.set_layout_engine("constrained")
                 viz.plot_attention_map(attn, s, title=title, fig=fig)
-                self._map_shape = shape  # what the next in-place update may reuse
+                png = figure_png(fig)
+                # the constrained layout has placed the axes; a map of the same shape with other
+                # numbers fits the same places, and laying out every label again is most of a redraw
+                fig.set_layout_engine("none")
+                self._map_shape, self._map_blitter = shape, _MapBlitter(fig)
         elif view == "heads":
             h = run.config.n_heads
             rows = math.ceil(h / min(h, 4))
@@ -460,11 +478,7 @@ class Explorer:
                 row = trace.attentions[layer][0, head, latent]  # [n]
                 viz.plot_attention_on_image(row, _photo(grid_side(s)), context_length=s, fig=fig,
                                             title=f"layer {layer}, head {head}, latent {latent} on the photo")
-        self.views[view].value = figure_png(fig)
-        if view == "head" and self._map_shape is not None:
-            # the constrained layout has placed the axes; the same map with other numbers fits the
-            # same places, and laying out every label again is most of a redraw's time
-            fig.set_layout_engine("none")
+        self.views[view].value = png if view == "head" else figure_png(fig)
         self.n_renders += 1
         self._shown[view] = key
 
@@ -505,6 +519,42 @@ def _update_map_in_place(fig: Figure, attn: Tensor, title: str) -> bool:
     image.set_clim(0.0, viz._vmax(values))  # the colour bar follows its mappable
     ax.set_title(title, pad=14)
     return True
+
+
+class _MapBlitter:
+    """Redraw one attention map quickly when only its numbers change (another head, layer or seed).
+
+    Everything that stays (axes, ticks, axis labels) is drawn once and its pixels are kept; each
+    update pastes them back and draws on top only what changes: the image, the divider and its
+    labels, the frame, the title and the colour bar (whose ticks follow the new colour scale).
+    This is matplotlib's blitting, used for animation, here to answer a slider in a few ms.
+    """
+
+    def __init__(self, fig: Figure) -> None:
+        self.fig = fig
+        self.background = None
+        ax = fig.axes[0]
+        on_map = [*ax.images, *ax.lines, *ax.texts, *ax.spines.values(), ax.title]
+        self.moving = sorted(on_map, key=lambda a: a.get_zorder()) + fig.axes[1:]  # then the colour bar
+
+    def png(self) -> bytes:
+        canvas = _agg_canvas(self.fig)
+        if self.background is None:
+            # animated artists are left out of a normal draw: what remains is the background
+            for artist in self.moving:
+                artist.set_animated(True)
+            try:
+                canvas.draw()
+            finally:
+                for artist in self.moving:  # a later savefig or notebook display draws everything again
+                    artist.set_animated(False)
+            self.background = canvas.copy_from_bbox(self.fig.bbox)
+        else:
+            canvas.restore_region(self.background)
+        renderer = canvas.get_renderer()
+        for artist in self.moving:
+            artist.draw(renderer)
+        return _canvas_png(canvas)
 
 
 def _message_figure(fig: Figure, text: str) -> None:

@@ -110,6 +110,9 @@ def test_in_place_redraw_matches_a_fresh_viz_figure(explorer):
     assert fast.shape == full.shape
     differ = np.abs(fast.astype(int) - full.astype(int)).max(axis=-1) > 40
     assert differ.mean() < 0.02, f"{differ.mean():.1%} of the pixels differ from a fresh viz figure"
+    # and the figure itself, drawn whole (as a notebook displays it), is the same picture
+    whole = png_pixels(widgets.figure_png(explorer.figures["head"]))
+    assert (np.abs(whole.astype(int) - fast.astype(int)).max(axis=-1) > 40).mean() < 0.005
     image = explorer.figures["head"].axes[0].images[0]
     assert image.get_clim() == (0.0, pytest.approx(float(trace.attentions[1][0, 3].max())))
 
