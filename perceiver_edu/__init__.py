@@ -11,12 +11,15 @@ from .device import available_devices, pick_device
 from .inputs import INPUT_KINDS, make_context
 from .interop import load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler
+from . import toy
+from .toy import DigitClassifier, load_digits_split, train_digits
 from .trace import Trace, attention_entropy, context_share
 from .widgets import Explorer
 
 __all__ = [
     "Explorer",
     "INPUT_KINDS",
+    "DigitClassifier",
     "FeedForward",
     "PerceiverAttention",
     "PerceiverResampler",
@@ -25,9 +28,12 @@ __all__ = [
     "attention_entropy",
     "available_devices",
     "context_share",
+    "load_digits_split",
     "load_idefics_checkpoint",
     "make_context",
     "pick_device",
     "steps",
+    "toy",
+    "train_digits",
 ]
 __version__ = "0.1.0"

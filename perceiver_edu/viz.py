@@ -350,3 +350,165 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     bottom.set_title(f"patches {patch_sum:.2f}, CLS {row[0]:.3f}, latents {latent_sum:.2f} of this row's attention",
                      fontsize=9)
     return fig
+
+
+# -- chapter 4: digits ----------------------------------------------------------------------------
+# Figures for the resampler trained on scikit-learn's 8 x 8 digits (perceiver_edu/toy.py): the
+# context is one token per pixel, so an attention row over the context is itself an 8 x 8 image.
+
+def _digit_side(n_pixels: int, name: str) -> int:
+    side = math.isqrt(n_pixels)
+    if side * side != n_pixels:
+        raise ValueError(f"{name} must have a square number of pixels (64 for an 8 x 8 digit); got {n_pixels}")
+    return side
+
+
+def plot_digits(images: Any, labels: Any = None, predictions: Any = None, *, title: str | None = None,
+                fig: Figure | None = None) -> Figure:
+    """A row (or grid) of digits [k, 8, 8], each titled with its label, and the prediction in red when it is wrong."""
+    images = _to_numpy(images, "images", 3, "k, 8, 8")
+    k = images.shape[0]
+    labels = None if labels is None else _to_numpy(labels, "labels", 1, "k").astype(int)
+    predictions = None if predictions is None else _to_numpy(predictions, "predictions", 1, "k").astype(int)
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if values is not None and len(values) != k:
+            raise ValueError(f"{name} must give one number per image ({k}); got {len(values)}")
+    cols = min(k, 10)
+    rows = math.ceil(k / cols)
+    fig = _new_figure(fig, (1.25 * cols + 1.2, 1.45 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    vmax = max(1.0, float(images.max()))
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.set_visible(False)
+            continue
+        image = ax.imshow(images[i], cmap="gray_r", vmin=0.0, vmax=vmax, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        text, color = (f"{labels[i]}" if labels is not None else f"#{i}"), "black"
+        if predictions is not None:
+            wrong = labels is not None and predictions[i] != labels[i]
+            text, color = (f"{labels[i]} read as {predictions[i]}", "red") if wrong else (f"{text} -> {predictions[i]}", "black")
+        ax.set_title(text, fontsize=9, color=color)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("y (0..7)", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("x (0..7)", fontsize=8)
+    fig.suptitle(title or f"{k} digits, 8 x 8 pixels" + (" (label -> prediction)" if predictions is not None else ""))
+    fig.colorbar(image, ax=axes, label="pixel brightness", shrink=0.8)
+    return fig
+
+
+def plot_training_curves(history: Any, *, target: float | None = None, title: str | None = None,
+                         fig: Figure | None = None) -> Figure:
+    """Training loss (left, log scale) and held-out accuracy (right) against the step.
+
+    `history` is TrainResult.history (keys step, loss, test_accuracy), or a dict of them by name to
+    draw several runs on the same axes, e.g. {"QK-norm off": a.history, "QK-norm on": b.history}.
+    `target` draws the accuracy to beat as a dashed line.
+    """
+    runs = history if isinstance(history, dict) and "step" not in history else {None: history}
+    for name, run in runs.items():
+        missing = [key for key in ("step", "loss", "test_accuracy") if not isinstance(run, dict) or key not in run]
+        if missing:
+            where = "history" if name is None else f"history[{name!r}]"
+            raise ValueError(f"{where} must be TrainResult.history, a dict with step, loss and test_accuracy; "
+                             f"missing {missing}")
+        if not run["step"]:
+            raise ValueError("history is empty: train for at least one evaluation (eval_every steps) first")
+    fig = _new_figure(fig, (10, 3.6))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for name, run in runs.items():
+        label = name or "training run"
+        loss_ax.plot(run["step"], run["loss"], marker="o", markersize=3, label=label)
+        acc_ax.plot(run["step"], run["test_accuracy"], marker="o", markersize=3, label=label)
+        final = run["test_accuracy"][-1]
+        acc_ax.annotate(f"{final:.1f}%", (run["step"][-1], final), textcoords="offset points", xytext=(-30, -14),
+                        fontsize=8)
+    if target is not None:
+        acc_ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}%")
+    loss_ax.set_yscale("log")
+    loss_ax.set_xlabel("training step")
+    loss_ax.set_ylabel("cross-entropy loss (log scale)")
+    loss_ax.set_title("training loss (mean since the last point)")
+    acc_ax.set_xlabel("training step")
+    acc_ax.set_ylabel("held-out accuracy (%)")
+    acc_ax.set_ylim(0, 100)
+    acc_ax.set_title("accuracy on the held-out digits")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title or "Learning to read digits")
+    return fig
+
+
+def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = None, title: str | None = None,
+                          fig: Figure | None = None) -> Figure:
+    """Where each latent looks on the digit: attn [l, s] or [h, l, s] over its s = 64 pixels, one panel per latent.
+
+    With [h, l, s] each head gets a row. Pass the context part of an attention row (keys 0..s-1,
+    e.g. toy.image_attention(trace)[layer, example]); `image` [8, 8], when given, is outlined on
+    every panel so the attention can be read against the strokes.
+    """
+    ndim = attn.ndim if hasattr(attn, "ndim") else np.ndim(attn)
+    attn = _to_numpy(attn, "attn", 2 if ndim == 2 else 3, "l, s] or [h, l, s")
+    maps = attn[None] if attn.ndim == 2 else attn  # [h, l, s]
+    h, l, s = maps.shape
+    side = _digit_side(s, "attn")
+    if image is not None:
+        image = _to_numpy(image, "image", 2, "8, 8")
+        if image.shape != (side, side):
+            raise ValueError(f"image must be [{side}, {side}] like the attention's {s} pixels; got {tuple(image.shape)}")
+    maps = maps.reshape(h, l, side, side)  # pixel j is at row j // 8, column j % 8, as PixelEmbedding orders them
+    cols = l
+    fig = _new_figure(fig, (1.35 * cols + 1.4, 1.45 * h + 0.9))
+    axes = fig.subplots(h, cols, squeeze=False)
+    vmax = _vmax(maps)
+    for i in range(h):
+        for j in range(l):
+            ax = axes[i, j]
+            shown = ax.imshow(maps[i, j], cmap="inferno", vmin=0.0, vmax=vmax, interpolation="nearest")
+            if image is not None:
+                # the digit's strokes as an outline: the attention colours stay readable beneath
+                ax.contour(image, levels=[0.5 * float(image.max() or 1.0)], colors="cyan", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"latent {j}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("mean of heads" if attn.ndim == 2 else f"head {i}", fontsize=9)
+            if i == h - 1:
+                ax.set_xlabel("x (0..7)", fontsize=8)
+    where = "" if layer is None else f"layer {layer}: "
+    fig.suptitle(title or f"{where}where each latent looks on the digit" + (" (cyan: the digit's strokes)" if image is not None else ""))
+    fig.colorbar(shown, ax=axes, label="attention weight on each pixel", shrink=0.9)
+    return fig
+
+
+def plot_entropy_change(before: Any, after: Any, *, max_entropy: float, title: str | None = None,
+                        fig: Figure | None = None) -> Figure:
+    """Mean attention entropy per (layer, head), before [depth, h] and after [depth, h] training, as paired bars.
+
+    Lower is sharper: 0 = one pixel, `max_entropy` (the dashed line, log of the number of keys) = all alike.
+    """
+    before = _to_numpy(before, "before", 2, "depth, h")
+    after = _to_numpy(after, "after", 2, "depth, h")
+    if before.shape != after.shape:
+        raise ValueError(f"before and after must have the same [depth, h] shape; got {before.shape} and {after.shape}")
+    depth, h = before.shape
+    x = np.arange(depth * h)
+    fig = _new_figure(fig, (max(6.0, 0.8 * depth * h + 2), 3.8))
+    ax = fig.add_subplot()
+    ax.bar(x - 0.2, before.ravel(), width=0.4, color="tab:gray", label="at initialisation")
+    ax.bar(x + 0.2, after.ravel(), width=0.4, color="tab:purple", label="after training")
+    ax.axhline(max_entropy, color="black", linestyle="--", linewidth=1, label=f"all keys alike, {max_entropy:.2f}")
+    for i in range(1, depth):
+        ax.axvline(i * h - 0.5, color="grey", linewidth=0.5)
+    ax.set_xticks(x, [f"L{i}h{j}" for i in range(depth) for j in range(h)], fontsize=8)
+    ax.set_xlabel("layer L, head h")
+    ax.set_ylabel("entropy (nats), lower = sharper")
+    ax.set_ylim(0, max_entropy * 1.15)
+    ax.legend(fontsize=8, loc="lower right")
+    sharper = int((after < before).sum())
+    ax.set_title(title or f"Attention entropy before and after training: {sharper} of {depth * h} heads sharper")
+    return fig
