@@ -93,7 +93,8 @@ def estimate_bytes(config: ResamplerConfig, context_length: int, batch: int = 1)
     c, s = config, context_length
     n = s + c.n_latents if c.latents_in_kv else s
     maps = c.depth * batch * c.n_heads * c.n_latents * n
-    per_layer = batch * (n * c.embed_dim + 3 * n * c.inner_dim + 3 * c.n_heads * c.n_latents * n)  # kv_input, q/k/v, softmax temporaries
+    # per layer: kv_input [b, n, e], q/k/v [b, n, (h d)], softmax temporaries [b, h, l, n]
+    per_layer = batch * (n * c.embed_dim + 3 * n * c.inner_dim + 3 * c.n_heads * c.n_latents * n)
     params = c.depth * (4 * c.embed_dim * c.inner_dim + 2 * c.embed_dim * c.mlp_dim) + c.n_latents * c.embed_dim
     return 4 * (4 * maps + per_layer + params)
 
@@ -251,7 +252,8 @@ class Explorer:
         if device not in devices:  # e.g. "cuda:1" forced through PERCEIVER_EDU_DEVICE
             devices = [device] + devices
         if "device" in settings and settings["device"] not in devices:
-            raise ValueError(f"device must be one of the devices available here, {devices}; got {settings['device']!r}")
+            raise ValueError(f"device must be one of the devices available here, {devices}; "
+                             f"got {settings['device']!r}")
         self.controls = _controls(devices, device)
 
         self.figures = {
@@ -273,15 +275,12 @@ class Explorer:
         self.problem.add_class("pe-message")
         self.ui = self._layout()
 
-        with self._hold():
-            for name, value in {**DEFAULTS, **settings}.items():
-                self.controls[name].value = value
         for name in ARCHITECTURE:
             self.controls[name].observe(self._guarded(self._rebuild), names="value")
         for name in VIEW:
             self.controls[name].observe(self._guarded(self._redraw), names="value")
         self.tabs.observe(self._guarded(self._redraw), names="selected_index")
-        self._rebuild()
+        self.set(**{**DEFAULTS, **settings})  # the first run; a setting that cannot run says why
 
     # -- layout -----------------------------------------------------------------------------------
     def _layout(self) -> w.VBox:
@@ -318,17 +317,37 @@ class Explorer:
         if unknown:
             raise TypeError(f"Explorer has no control(s) {unknown}; controls are {sorted(self.controls)}")
         architecture = {k: v for k, v in values.items() if k in ARCHITECTURE}
+        for name, value in architecture.items():
+            self._check_value(name, value)
         with self._hold():
             for name, value in architecture.items():
                 self.controls[name].value = value
         if architecture:  # first the new model, so that e.g. layer=5 fits the new depth
             self._guarded(lambda: self._rebuild(draw=False))()
+        view = {k: v for k, v in values.items() if k not in architecture}
+        for name, value in view.items():
+            self._check_value(name, value)
         with self._hold():
-            for name, value in values.items():
-                if name not in architecture:
-                    self.controls[name].value = value
+            for name, value in view.items():
+                self.controls[name].value = value
         self._guarded(self._redraw)()
         return self
+
+    def _check_value(self, name: str, value: Any) -> None:
+        """A value the control cannot take gets a message (a slider would silently clamp it)."""
+        control = self.controls[name]
+        if isinstance(control, w.Dropdown):
+            if value not in control.options:
+                raise ValueError(f"{name} must be one of {list(control.options)}; got {value!r}")
+        elif isinstance(control, w.Checkbox):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False; got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})")
+        elif not control.min <= value <= control.max:
+            why = {"layer": "the model's depth", "head": "its number of heads",
+                   "latent": "its number of latents"}.get(name, "the explorer's range")
+            raise ValueError(f"{name} must be between {control.min} and {control.max} ({why}); got {value}")
 
     def show(self, view: str) -> "Explorer":
         """Bring a view to the front: 'head', 'heads', 'share', 'entropy' or 'image'."""

@@ -188,6 +188,22 @@ def test_set_changes_several_controls_with_one_run(explorer):
         explorer.set(heads=3)
 
 
+def test_settings_at_construction_and_out_of_range_values():
+    explorer = pe.Explorer(depth=6, layer=5, head=3, qk_norm=True)
+    assert explorer.n_runs == 1 and explorer.trace.depth == 6 and explorer.controls["layer"].value == 5
+    np.testing.assert_array_equal(shown_map(explorer), explorer.trace.attentions[5][0, 3].numpy())
+    # a slider would clamp 100 to 16 without a word; set() says what the range is
+    with pytest.raises(ValueError, match=r"n_heads must be between 1 and 16.*got 100"):
+        explorer.set(n_heads=100)
+    with pytest.raises(ValueError, match=r"layer must be between 0 and 5 \(the model's depth\); got 6"):
+        explorer.set(layer=6)
+    with pytest.raises(ValueError, match="input_kind must be one of"):
+        explorer.set(input_kind="video")
+    with pytest.raises(TypeError, match="qk_norm must be True or False"):
+        explorer.set(qk_norm="yes")
+    assert explorer.n_runs == 1 and explorer.run.config.n_heads == 4
+
+
 def test_seeded_weights_leave_the_learners_rng_alone():
     state = torch.get_rng_state()
     a, b = pe.Explorer(seed=3), pe.Explorer(seed=3)
