@@ -111,12 +111,19 @@ def jupyterlab(tmp_path):
         log.close()
 
 
-def test_explorer_in_jupyterlab(jupyterlab):
+@pytest.fixture
+def playwright_api():
+    """Playwright's sync API, once the browser and the package are known to be there."""
     need(Path(CHROMIUM).exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         need(False, "playwright (the Python package) is not installed")
+    return sync_playwright
+
+
+def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: no server without a browser
+    sync_playwright = playwright_api
     base, token, work = jupyterlab
     started = time.monotonic()
     committed = NOTEBOOK.read_bytes()
@@ -164,6 +171,14 @@ def test_explorer_in_jupyterlab(jupyterlab):
             slider = explorer.locator(".pe-control-head").first
             handle, track = slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first
             box, track_box = handle.bounding_box(), track.bounding_box()
+            # time, in the page, from releasing the handle to the new PNG arriving (printed, not asserted)
+            figure.evaluate("""img => {
+                window.__pe = {};
+                document.addEventListener('mouseup', () => { window.__pe.up = performance.now(); },
+                                          {capture: true, once: true});
+                new MutationObserver(() => { window.__pe.changed = window.__pe.changed || performance.now(); })
+                    .observe(img, {attributes: true, attributeFilter: ['src']});
+            }""")
             page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.mouse.down()
             page.mouse.move(track_box["x"] + track_box["width"] - 1, box["y"] + box["height"] / 2, steps=8)
@@ -173,6 +188,7 @@ def test_explorer_in_jupyterlab(jupyterlab):
             page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
                                    arg=[figure.element_handle(), before_src])
             figure.evaluate("img => img.decode()")
+            round_trip = page.evaluate("window.__pe.changed - window.__pe.up")
             assert figure.screenshot() != before_pixels, "the figure did not change after moving the head slider"
 
             # an architecture control: QK-norm on rebuilds the model, and the view follows
@@ -187,4 +203,5 @@ def test_explorer_in_jupyterlab(jupyterlab):
             browser.close()
     # the test ran on a copy: the committed notebook is untouched
     assert NOTEBOOK.read_bytes() == committed
-    print(f"browser test took {time.monotonic() - started:.1f} s after the server started")
+    print(f"browser test took {time.monotonic() - started:.1f} s after the server started; "
+          f"slider release -> new figure in the page: {round_trip:.0f} ms")
