@@ -421,10 +421,8 @@ def plot_training_curves(history: Any, *, target: float | None = None, title: st
     for name, run in runs.items():
         label = name or "training run"
         loss_ax.plot(run["step"], run["loss"], marker="o", markersize=3, label=label)
-        acc_ax.plot(run["step"], run["test_accuracy"], marker="o", markersize=3, label=label)
-        final = run["test_accuracy"][-1]
-        acc_ax.annotate(f"{final:.1f}%", (run["step"][-1], final), textcoords="offset points", xytext=(-30, -14),
-                        fontsize=8)
+        acc_ax.plot(run["step"], run["test_accuracy"], marker="o", markersize=3,
+                    label=f"{label}: {run['test_accuracy'][-1]:.1f}% at the end")
     if target is not None:
         acc_ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}%")
     loss_ax.set_yscale("log")
@@ -476,7 +474,7 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
             if i == 0:
                 ax.set_title(f"latent {j}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("mean of heads" if attn.ndim == 2 else f"head {i}", fontsize=9)
+                ax.set_ylabel("y (0..7)" if attn.ndim == 2 else f"head {i}", fontsize=9)
             if i == h - 1:
                 ax.set_xlabel("x (0..7)", fontsize=8)
     where = "" if layer is None else f"layer {layer}: "
@@ -507,8 +505,8 @@ def plot_entropy_change(before: Any, after: Any, *, max_entropy: float, title: s
     ax.set_xticks(x, [f"L{i}h{j}" for i in range(depth) for j in range(h)], fontsize=8)
     ax.set_xlabel("layer L, head h")
     ax.set_ylabel("entropy (nats), lower = sharper")
-    ax.set_ylim(0, max_entropy * 1.15)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylim(0, max_entropy * 1.3)
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     sharper = int((after < before).sum())
     ax.set_title(title or f"Attention entropy before and after training: {sharper} of {depth * h} heads sharper")
     return fig
