@@ -4,6 +4,9 @@
     explorer.controls["depth"].value = 6
     explorer.set(depth=6, qk_norm=True)   # several controls at once, one forward pass
 
+What it shows is the `attn = softmax(scores - max)` of every block in the diagram of DESIGN.md
+([b, h, l, n], recorded by the Trace), and two numbers read off it: the context share and the entropy.
+
 Two kinds of change, two costs. Architecture and input controls (n_heads, head_dim, depth,
 n_latents, context_length, qk_norm, latents_in_kv, input_kind, seed, device) build a new model and
 run it once, keeping the Trace. View controls (layer, head, latent, the tab) only redraw from that
