@@ -520,8 +520,8 @@ class Explorer:
         shape = list(run.output.shape)
         t = run.trace
         return (f"<span style='font-family:monospace'>output [b, l, e] = {shape} · {run.n_params:,} parameters · "
-                f"device {escape(run.device)} · forward {run.seconds * 1e3:.1f} ms · attention per layer "
-                f"[b, h, l, n] = {list(t.attentions[0].shape)}</span>")
+                f"device {escape(run.device)} · forward {run.seconds * 1e3:.1f} ms · attention [b, h, l, n] = "
+                f"{list(t.attentions[0].shape)} per layer</span>")
 
 
 def _update_map_in_place(fig: Figure, attn: Tensor, title: str) -> bool:

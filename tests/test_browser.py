@@ -199,6 +199,12 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
             assert explorer.locator(".pe-message").first.inner_text().strip() == ""
 
             explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
+
+            # another tab: the entropy view is drawn when it is opened
+            explorer.get_by_role("tab", name="entropy").click()
+            entropy = explorer.locator("img.pe-view-entropy").first
+            entropy.wait_for(state="visible")
+            page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=entropy.element_handle())
         finally:
             browser.close()
     # the test ran on a copy: the committed notebook is untouched
