@@ -219,8 +219,8 @@ def train_digits(
 
     Seeded: the same seed gives the same initial weights and the same batches. On the CPU the loop
     also runs with torch.use_deterministic_algorithms, and with `threads` CPU threads (1 by default:
-    fastest for tensors this small, and the float rounding then does not depend on the machine's
-    core count). `device` defaults to "cpu" so the notebook gives the same numbers everywhere; pass
+    the float rounding then does not depend on the machine's core count, and see below for speed;
+    None keeps torch's setting). `device` defaults to "cpu" so the notebook gives the same numbers everywhere; pass
     pe.pick_device() for a GPU. `progress` shows a tqdm bar (a widget in Jupyter); tests pass False.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
@@ -255,8 +255,9 @@ def train_digits(
     saved_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
     if threads is not None and device.type == "cpu":
-        # a second thread only waits for the first on tensors this small, and on a shared machine
-        # a busy second core made every step up to 20x slower in our runs
+        # on tensors this small a second thread saves little (about 20% with both cores free, see
+        # benchmarks/digits_training.py) and costs a lot when another process holds that core:
+        # every op then waits for it, up to 100x slower per step in our runs on a shared machine
         torch.set_num_threads(threads)
     bar = _progress_bar(steps, progress)
     start, running, count = time.perf_counter(), 0.0, 0
