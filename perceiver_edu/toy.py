@@ -29,6 +29,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .config import ResamplerConfig
+from .device import available_devices
 from .modules import PerceiverResampler
 from .trace import Trace, attention_entropy
 
@@ -227,6 +228,8 @@ def train_digits(
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     device = torch.device("cpu" if device is None else device)
+    if device.type not in available_devices():
+        raise ValueError(f"device {str(device)!r} is not available on this machine; available: {available_devices()}")
     data = load_digits_split() if data is None else data
     if batch_size > len(data.train_labels):
         raise ValueError(f"batch_size {batch_size} is larger than the {len(data.train_labels)} training images")

@@ -195,6 +195,12 @@ def test_trains_on_the_cpu_device_it_is_given(data):
     assert seen and set(seen) == {"cpu"}  # the training batches went to the device too
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_missing_device_is_explained(data):
+    with pytest.raises(ValueError, match=r"device 'cuda' is not available on this machine; available: \['"):
+        toy.train_digits(steps=1, progress=False, data=data, device="cuda")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda(data):
