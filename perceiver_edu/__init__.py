@@ -14,7 +14,17 @@ from .modules import FeedForward, PerceiverAttention, PerceiverResampler
 from . import toy
 from .toy import DigitClassifier, load_digits_split, train_digits
 from .trace import Trace, attention_entropy, context_share
-from .widgets import Explorer
+
+
+def __getattr__(name):
+    # The explorer pulls in ipywidgets, matplotlib and PIL: load it when it is first used, so that
+    # `import perceiver_edu` stays light for scripts and tests that only need the resampler.
+    if name == "Explorer":
+        from .widgets import Explorer
+
+        return Explorer
+    raise AttributeError(f"module 'perceiver_edu' has no attribute {name!r}")
+
 
 __all__ = [
     "Explorer",

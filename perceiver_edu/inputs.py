@@ -9,6 +9,7 @@ Everything is seeded, so the same call gives the same tensor on every machine.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -65,6 +66,12 @@ def grid_side(context_length: int) -> int:
 
 def sample_image(side: int = 16) -> np.ndarray:
     """[side*14, side*14, 3] floats in [0, 1]: the centre square of scikit-learn's 'china.jpg', resized."""
+    return _sample_image(side).copy()  # a copy: a caller may draw on it
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_image(side: int) -> np.ndarray:
+    # decoding the JPEG takes longer than a forward pass: the explorer asks for it on every change
     from sklearn.datasets import load_sample_image
 
     image = torch.tensor(load_sample_image("china.jpg"), dtype=torch.float32) / 255  # [427, 640, 3]
