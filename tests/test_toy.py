@@ -181,7 +181,8 @@ def check_runs_on(device, data):
     return result
 
 
-def test_trains_on_the_cpu_device_it_is_given(data):
+def train_and_record_batch_devices(device, data):
+    """check_runs_on(device), also noting which device every training batch reached the model on."""
     seen = []
     original = toy.DigitClassifier.forward
 
@@ -191,8 +192,13 @@ def test_trains_on_the_cpu_device_it_is_given(data):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(toy.DigitClassifier, "forward", spy)
-        check_runs_on("cpu", data)
-    assert seen and set(seen) == {"cpu"}  # the training batches went to the device too
+        result = check_runs_on(device, data)
+    assert seen and set(seen) == {device}  # the training batches went to the device too
+    return result
+
+
+def test_trains_on_the_cpu_device_it_is_given(data):
+    train_and_record_batch_devices("cpu", data)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -204,17 +210,7 @@ def test_a_missing_device_is_explained(data):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda(data):
-    seen = []
-    original = toy.DigitClassifier.forward
-
-    def spy(self, images, return_trace=False):
-        seen.append(images.device.type)
-        return original(self, images, return_trace)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(toy.DigitClassifier, "forward", spy)
-        result = check_runs_on("cuda", data)
-    assert seen and set(seen) == {"cuda"}
+    result = train_and_record_batch_devices("cuda", data)
     cpu = toy.train_digits(steps=3, eval_every=3, progress=False, data=data, device="cpu")
     # same seed, same batches: the first loss agrees up to float rounding on the two devices
     assert result.history["loss"][0] == pytest.approx(cpu.history["loss"][0], rel=1e-3)
