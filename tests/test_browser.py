@@ -9,6 +9,7 @@ A screenshot of the explorer lands in artifacts/ (ignored by git).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -50,18 +52,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+def wait_for_server(url: str, process: subprocess.Popen, name: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with code {process.returncode} before it answered")
+            raise RuntimeError(f"{name} exited with code {process.returncode} before it answered")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as answer:
+            if answer.code < 500:  # it answers (Voilà sends its API to a login page): it is up
+                return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"JupyterLab did not answer at {url.split('?')[0]} within {timeout:.0f} s")
+    raise TimeoutError(f"{name} did not answer at {url.split('?')[0]} within {timeout:.0f} s")
 
 
 @pytest.fixture
@@ -89,17 +94,25 @@ def jupyterlab(tmp_path):
                "--LabApp.extension_manager=readonly"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         command.append("--allow-root")
-    log = open(tmp_path / "jupyterlab.log", "w")
+    with serve(command, work, env, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path / "jupyterlab.log"):
+        yield f"http://127.0.0.1:{port}", token, work
+
+
+@contextlib.contextmanager
+def serve(command: list[str], cwd: Path, env: dict, status_url: str, log_path: Path):
+    """Run a server until the block ends; stopped in every case, with everything it started."""
+    name = Path(command[2]).name if command[1] == "-m" else command[0]
+    log = open(log_path, "w")
     # its own process group, so stopping it also stops the kernels it started
-    process = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
         try:
-            wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process)
+            wait_for_server(status_url, process, name)
         except (RuntimeError, TimeoutError) as exc:
             log.flush()
-            raise RuntimeError(f"{exc}; its log ends with:\n{(tmp_path / 'jupyterlab.log').read_text()[-2000:]}")
-        yield f"http://127.0.0.1:{port}", token, work
+            raise RuntimeError(f"{exc}; its log ends with:\n{log_path.read_text()[-2000:]}")
+        yield process
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -211,3 +224,45 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
     assert NOTEBOOK.read_bytes() == committed
     print(f"browser test took {time.monotonic() - started:.1f} s after the server started; "
           f"slider release -> new figure in the page: {round_trip:.0f} ms")
+
+
+@pytest.fixture
+def voila(tmp_path):
+    """Voilà serving a temporary copy of the explorer chapter as a dashboard (outputs, no code)."""
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    port, token = free_port(), secrets.token_hex(16)
+    command = [sys.executable, "-m", "voila", NOTEBOOK.name, "--no-browser", "--Voila.ip=127.0.0.1",
+               f"--port={port}", f"--token={token}", "--Voila.port_retries=0"]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    with serve(command, work, env, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path / "voila.log"):
+        yield f"http://127.0.0.1:{port}", token
+
+
+def test_explorer_as_a_voila_dashboard(playwright_api, voila):
+    """The Binder 'dashboard' link: Voilà runs the chapter, hides the code, and the explorer stays live."""
+    sync_playwright = playwright_api
+    base, token = voila
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(90_000)
+            page.goto(f"{base}/?token={token}")
+            explorer = page.locator(".pe-explorer").first
+            explorer.wait_for(state="visible")
+            assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0  # no code shown
+            for name in CONTROLS:
+                assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
+            figure = explorer.locator("img.pe-view-head").first
+            figure.wait_for(state="visible")
+            before = figure.get_attribute("src")
+            explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
+            page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
+                                   arg=[figure.element_handle(), before])
+            assert explorer.locator(".pe-message").first.inner_text().strip() == ""  # no error message
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "explorer_voila.png"))
+        finally:
+            browser.close()
