@@ -135,91 +135,98 @@ def playwright_api():
     return sync_playwright
 
 
+@contextlib.contextmanager
+def open_page(sync_playwright, url: str, timeout_ms: int):
+    """A page of headless Debian Chromium at `url`; the browser is closed in every case."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(timeout_ms)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: no server without a browser
     sync_playwright = playwright_api
     base, token, work = jupyterlab
     started = time.monotonic()
     committed = NOTEBOOK.read_bytes()
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            # the kernel must be ready before "run all", or the first cells queue behind its start
-            page.wait_for_function("""() => {
-                const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
-                    && w.sessionContext.session.kernel.status === 'idle';
-            }""")
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            n_code = sum(c["cell_type"] == "code" for c in json.loads(committed)["cells"])
-            # every code cell has run when each prompt shows a number (not [*] or [ ])
-            page.wait_for_function("""(n) => {
-                const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-                return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-            }""", arg=n_code, timeout=90_000)
-            # no cell raised (an error output would carry this mime type)
-            assert page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    with open_page(sync_playwright, f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", 60_000) as page:
+        page.wait_for_selector(".jp-Notebook .jp-Cell")
+        # the kernel must be ready before "run all", or the first cells queue behind its start
+        page.wait_for_function("""() => {
+            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+                && w.sessionContext.session.kernel.status === 'idle';
+        }""")
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        n_code = sum(c["cell_type"] == "code" for c in json.loads(committed)["cells"])
+        # every code cell has run when each prompt shows a number (not [*] or [ ])
+        page.wait_for_function("""(n) => {
+            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+            return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""", arg=n_code, timeout=90_000)
+        # no cell raised (an error output would carry this mime type)
+        assert page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count() == 0
 
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "explorer_browser_page.png"))  # what a failure looked like
-            # the UI rendered: the explorer box, every control, the status line and the figure
-            explorer = page.locator(".pe-explorer").first
-            explorer.wait_for(state="attached")
-            explorer.scroll_into_view_if_needed()
-            explorer.wait_for(state="visible")
-            for name in CONTROLS:
-                assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
-            status = explorer.locator(".pe-status").first
-            assert "[1, 8, 64]" in status.inner_text() and "parameters" in status.inner_text()
-            figure = explorer.locator("img.pe-view-head").first
-            figure.wait_for(state="visible")
-            assert figure.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 100")
-            before_src, before_pixels = figure.get_attribute("src"), figure.screenshot()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "explorer_browser_page.png"))  # what a failure looked like
+        # the UI rendered: the explorer box, every control, the status line and the figure
+        explorer = page.locator(".pe-explorer").first
+        explorer.wait_for(state="attached")
+        explorer.scroll_into_view_if_needed()
+        explorer.wait_for(state="visible")
+        for name in CONTROLS:
+            assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
+        status = explorer.locator(".pe-status").first
+        assert "[1, 8, 64]" in status.inner_text() and "parameters" in status.inner_text()
+        figure = explorer.locator("img.pe-view-head").first
+        figure.wait_for(state="visible")
+        assert figure.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 100")
+        before_src, before_pixels = figure.get_attribute("src"), figure.screenshot()
 
-            # move the head slider: drag its handle to the right end of the track, as a person would
-            slider = explorer.locator(".pe-control-head").first
-            handle, track = slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first
-            box, track_box = handle.bounding_box(), track.bounding_box()
-            # time, in the page, from releasing the handle to the new PNG arriving (printed, not asserted)
-            figure.evaluate("""img => {
-                window.__pe = {};
-                document.addEventListener('mouseup', () => { window.__pe.up = performance.now(); },
-                                          {capture: true, once: true});
-                new MutationObserver(() => { window.__pe.changed = window.__pe.changed || performance.now(); })
-                    .observe(img, {attributes: true, attributeFilter: ['src']});
-            }""")
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.mouse.down()
-            page.mouse.move(track_box["x"] + track_box["width"] - 1, box["y"] + box["height"] / 2, steps=8)
-            page.mouse.up()
-            readout = slider.locator(".widget-readout").first
-            page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
-            page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
-                                   arg=[figure.element_handle(), before_src])
-            figure.evaluate("img => img.decode()")
-            round_trip = page.evaluate("window.__pe.changed - window.__pe.up")
-            assert figure.screenshot() != before_pixels, "the figure did not change after moving the head slider"
+        # move the head slider: drag its handle to the right end of the track, as a person would
+        slider = explorer.locator(".pe-control-head").first
+        handle, track = slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first
+        box, track_box = handle.bounding_box(), track.bounding_box()
+        # time, in the page, from releasing the handle to the new PNG arriving (printed, not asserted)
+        figure.evaluate("""img => {
+            window.__pe = {};
+            document.addEventListener('mouseup', () => { window.__pe.up = performance.now(); },
+                                      {capture: true, once: true});
+            new MutationObserver(() => { window.__pe.changed = window.__pe.changed || performance.now(); })
+                .observe(img, {attributes: true, attributeFilter: ['src']});
+        }""")
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(track_box["x"] + track_box["width"] - 1, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        readout = slider.locator(".widget-readout").first
+        page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
+        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
+                               arg=[figure.element_handle(), before_src])
+        figure.evaluate("img => img.decode()")
+        round_trip = page.evaluate("window.__pe.changed - window.__pe.up")
+        assert figure.screenshot() != before_pixels, "the figure did not change after moving the head slider"
 
-            # an architecture control: QK-norm on rebuilds the model, and the view follows
-            after_slider = figure.get_attribute("src")
-            explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
-            page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
-                                   arg=[figure.element_handle(), after_slider])
-            assert explorer.locator(".pe-message").first.inner_text().strip() == ""
+        # an architecture control: QK-norm on rebuilds the model, and the view follows
+        after_slider = figure.get_attribute("src")
+        explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
+        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
+                               arg=[figure.element_handle(), after_slider])
+        assert explorer.locator(".pe-message").first.inner_text().strip() == ""
 
-            explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
+        explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
 
-            # another tab: the entropy view is drawn when it is opened
-            explorer.get_by_role("tab", name="entropy").click()
-            entropy = explorer.locator("img.pe-view-entropy").first
-            entropy.wait_for(state="visible")
-            page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=entropy.element_handle())
-        finally:
-            browser.close()
+        # another tab: the entropy view is drawn when it is opened
+        explorer.get_by_role("tab", name="entropy").click()
+        entropy = explorer.locator("img.pe-view-entropy").first
+        entropy.wait_for(state="visible")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=entropy.element_handle())
     # the test ran on a copy: the committed notebook is untouched
     assert NOTEBOOK.read_bytes() == committed
     print(f"browser test took {time.monotonic() - started:.1f} s after the server started; "
@@ -244,25 +251,18 @@ def test_explorer_as_a_voila_dashboard(playwright_api, voila):
     """The Binder 'dashboard' link: Voilà runs the chapter, hides the code, and the explorer stays live."""
     sync_playwright = playwright_api
     base, token = voila
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(90_000)
-            page.goto(f"{base}/?token={token}")
-            explorer = page.locator(".pe-explorer").first
-            explorer.wait_for(state="visible")
-            assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0  # no code shown
-            for name in CONTROLS:
-                assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
-            figure = explorer.locator("img.pe-view-head").first
-            figure.wait_for(state="visible")
-            before = figure.get_attribute("src")
-            explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
-            page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
-                                   arg=[figure.element_handle(), before])
-            assert explorer.locator(".pe-message").first.inner_text().strip() == ""  # no error message
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "explorer_voila.png"))
-        finally:
-            browser.close()
+    with open_page(sync_playwright, f"{base}/?token={token}", 90_000) as page:
+        explorer = page.locator(".pe-explorer").first
+        explorer.wait_for(state="visible")
+        assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0  # no code shown
+        for name in CONTROLS:
+            assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
+        figure = explorer.locator("img.pe-view-head").first
+        figure.wait_for(state="visible")
+        before = figure.get_attribute("src")
+        explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
+        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
+                               arg=[figure.element_handle(), before])
+        assert explorer.locator(".pe-message").first.inner_text().strip() == ""  # no error message
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "explorer_voila.png"))
