@@ -144,7 +144,10 @@ def run_forward(config: ResamplerConfig, *, input_kind: str = "image", context_l
     same model on a GPU and on the CPU and their results can be compared.
     Raises ValueError for a context the settings cannot make (an image needs s = g*g + 1).
     """
-    context = _context(input_kind, context_length, config.embed_dim, seed)  # [1, s, e]
+    # The context is drawn from seed + 1: make_context(seed=k) and torch.manual_seed(k) start the same
+    # random stream, so with one seed the first l random context tokens would be the latents themselves
+    # (and columns i and s + i of every map identical), a coincidence, not something to explain.
+    context = _context(input_kind, context_length, config.embed_dim, seed + 1)  # [1, s, e]
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the learner's RNG
         torch.manual_seed(seed)
         model = PerceiverResampler(config)

@@ -358,3 +358,13 @@ def test_200_random_changes_raise_nothing_and_leak_nothing():
     explorer.set(input_kind="structured", context_length=50, n_latents=4, depth=2, n_heads=2)
     assert explorer.message == "" and explorer.trace.attentions[0].shape == (1, 2, 4, 54)
     png_pixels(explorer.views["head"].value)
+
+
+def test_random_context_is_not_the_latents_themselves():
+    """One seed sets both the weights and the context; they must not come from the same random numbers."""
+    from perceiver_edu.widgets import run_forward
+
+    run = run_forward(pe.ResamplerConfig(embed_dim=64, n_latents=8), input_kind="random", context_length=20, seed=0)
+    attn = run.trace.attentions[0][0, 0]  # [l, n]: keys 0..19 context, 20..27 latents
+    for i in range(8):
+        assert not torch.allclose(attn[:, i], attn[:, 20 + i]), f"context token {i} has the key of latent {i}"
