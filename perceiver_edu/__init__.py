@@ -10,7 +10,7 @@ from .config import ResamplerConfig
 from .device import available_devices, pick_device
 from .inputs import INPUT_KINDS, make_context
 from .interop import load_idefics_checkpoint
-from .modules import FeedForward, PerceiverAttention, PerceiverResampler
+from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
 from . import toy
 from .toy import DigitClassifier, load_digits_split, train_digits
 from .trace import Trace, attention_entropy, context_share
@@ -42,6 +42,7 @@ __all__ = [
     "load_idefics_checkpoint",
     "make_context",
     "pick_device",
+    "scale_qk_",
     "steps",
     "toy",
     "train_digits",

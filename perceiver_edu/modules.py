@@ -131,6 +131,20 @@ class PerceiverResampler(nn.Module):
         return to_idefics_state_dict(self)
 
 
+@torch.no_grad()
+def scale_qk_(model: PerceiverResampler, gain: float) -> PerceiverResampler:
+    """Multiply every block's q_proj and k_proj weights by `gain`, in place; returns the model.
+
+    Every score q . k / sqrt(d) then grows by gain**2 (without QK-norm), like dividing by a softmax
+    temperature: a stand-in for the sharper attention of trained weights, used by the chapters to
+    make random-weight maps readable. With QK-norm the LayerNorm undoes the gain on q and k.
+    """
+    for attention, _ in model.blocks:
+        attention.q_proj.weight.mul_(gain)
+        attention.k_proj.weight.mul_(gain)
+    return model
+
+
 def check_context(context: Any, config: ResamplerConfig, like: Tensor) -> None:
     """Refuse a context the resampler cannot use, with a message that says what to change."""
     if not isinstance(context, Tensor):

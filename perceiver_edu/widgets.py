@@ -111,11 +111,6 @@ def _context(kind: str, context_length: int, embed_dim: int, seed: int) -> Tenso
     return make_context(kind, batch=1, context_length=context_length, embed_dim=embed_dim, seed=seed)
 
 
-@functools.lru_cache(maxsize=4)
-def _photo(side: int):
-    return sample_image(side)
-
-
 @contextlib.contextmanager
 def _few_threads(config: ResamplerConfig, context_length: int, device: str) -> Iterator[None]:
     """Run a small CPU forward pass on one thread.
@@ -501,7 +496,7 @@ class Explorer:
             else:
                 latent = min(self.controls["latent"].value, run.config.n_latents - 1)
                 row = trace.attentions[layer][0, head, latent]  # [n]
-                viz.plot_attention_on_image(row, _photo(grid_side(s)), context_length=s, fig=fig,
+                viz.plot_attention_on_image(row, sample_image(grid_side(s)), context_length=s, fig=fig,
                                             title=f"layer {layer}, head {head}, latent {latent} on the photo")
         self.views[view].value = png if view == "head" else figure_png(fig)
         self.n_renders += 1

@@ -150,3 +150,13 @@ def test_make_context_is_seeded(kind):
     a = pe.make_context(kind, batch=2, context_length=65, embed_dim=16, seed=3)
     b = pe.make_context(kind, batch=2, context_length=65, embed_dim=16, seed=3)
     assert a.shape == (2, 65, 16) and torch.equal(a, b)
+
+
+def test_scale_qk_multiplies_every_score_by_gain_squared():
+    model = make()
+    context = torch.randn(1, 9, 32)
+    _, before = model(context, return_trace=True)
+    pe.scale_qk_(model, 3.0)
+    _, after = model(context, return_trace=True)
+    torch.testing.assert_close(after.scores[0], 9.0 * before.scores[0], atol=1e-4, rtol=1e-4)
+    assert after.entropy().mean() < before.entropy().mean()  # sharper attention
