@@ -9,7 +9,7 @@ from . import steps
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
 from .inputs import INPUT_KINDS, make_context
-from .interop import load_idefics_checkpoint
+from .interop import load_checkpoint, load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
 from . import toy
 from .toy import DigitClassifier, load_digits_split, train_digits
@@ -39,6 +39,7 @@ __all__ = [
     "available_devices",
     "context_share",
     "load_digits_split",
+    "load_checkpoint",
     "load_idefics_checkpoint",
     "make_context",
     "pick_device",
