@@ -218,3 +218,21 @@ def fold_media(x: Tensor) -> Tensor:
 def unfold_media(latents: Tensor, n_media: int) -> Tensor:
     """[(b m), l, e] -> [b, m, l, e]: the latents of each media, back under their example."""
     return rearrange(latents, "(b m) l e -> b m l e", m=n_media)
+
+
+# -- what replaced the resampler --------------------------------------------------------------------
+
+def pixel_shuffle(x: Tensor, factor: int) -> Tensor:
+    """[b, s, e] -> [b, s / r^2, (r r e)]: each r x r square of neighbouring patches becomes one wider token.
+
+    Idefics3 and SmolVLM use this instead of a resampler (then a linear map to the LM's width): the
+    context must be a square grid of patches, row by row, its side divisible by r = `factor`. Nothing
+    is learned and nothing is thrown away, only rearranged: r^2 times fewer tokens, each r^2 times wider.
+    """
+    side = int(round(x.shape[1] ** 0.5))
+    if side * side != x.shape[1] or side % factor:
+        raise ValueError(
+            f"pixel_shuffle needs a square grid of patches whose side is divisible by factor={factor}; "
+            f"got {x.shape[1]} tokens (side {x.shape[1] ** 0.5:.3g})"
+        )
+    return rearrange(x, "b (h r1 w r2) e -> b (h w) (r1 r2 e)", r1=factor, r2=factor, w=side // factor)

@@ -336,3 +336,14 @@ def test_load_checkpoint_bad_paths(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config.json: it is not valid JSON"):
         pe.load_checkpoint(tmp_path)
+
+
+def test_pixel_shuffle_puts_each_square_of_patches_into_one_token():
+    side, e = 4, 3
+    grid = torch.arange(side * side * e, dtype=torch.float32).reshape(1, side * side, e)  # patches row by row
+    out = steps.pixel_shuffle(grid, 2)
+    assert out.shape == (1, 4, 4 * e) and torch.equal(out.sort(-1).values.flatten().sort().values, grid.flatten())
+    # token 0 holds the top-left 2 x 2 square: patches (0, 0), (0, 1), (1, 0), (1, 1) = 0, 1, 4, 5
+    assert torch.equal(out[0, 0], torch.cat([grid[0, 0], grid[0, 1], grid[0, 4], grid[0, 5]]))
+    with pytest.raises(ValueError, match=r"square grid.*divisible by factor=3; got 16 tokens"):
+        steps.pixel_shuffle(grid, 3)

@@ -9,14 +9,13 @@ strict=True. IDEFICS has its own file, test_idefics_parity.py.
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 import torch
 
 import perceiver_edu as pe
+from perceiver_edu.interop.open_flamingo import load_helpers
 
 flamingo_pytorch = pytest.importorskip("flamingo_pytorch")
 idefics2 = pytest.importorskip("transformers.models.idefics2.modeling_idefics2")
@@ -26,21 +25,12 @@ N_CONFIGS = 8  # per reference and direction
 ATOL = RTOL = 1e-5
 
 
-def open_flamingo_helpers():
-    """open_flamingo/src/helpers.py, loaded by path: the package's __init__ imports open_clip."""
-    spec = importlib.util.find_spec("open_flamingo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip('open-flamingo is not installed (pip install --no-deps "open-flamingo==2.0.1")')
-    path = Path(list(spec.submodule_search_locations)[0]) / "src" / "helpers.py"
-    module_spec = importlib.util.spec_from_file_location("open_flamingo_helpers", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def helpers():
-    return open_flamingo_helpers()
+    try:
+        return load_helpers()
+    except ImportError as err:
+        pytest.skip(str(err))
 
 
 def perturb(module: torch.nn.Module, seed: int) -> torch.nn.Module:

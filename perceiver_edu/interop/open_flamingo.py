@@ -11,6 +11,10 @@ The open-flamingo package imports open_clip when it is imported, so load `helper
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from torch import Tensor, nn
 
 from ..modules import PerceiverResampler
@@ -18,6 +22,24 @@ from .common import build, require, wrong_module
 from .flamingo_pytorch import FLAMINGO_KEYS, FLAMINGO_SEAMS, flamingo_config, flamingo_to_ours, ours_to_flamingo
 
 NAME = "OpenFlamingo"
+INSTALL = 'pip install --no-deps "open-flamingo==2.0.1" einops-exts'
+
+
+def load_helpers() -> ModuleType:
+    """OpenFlamingo's `open_flamingo/src/helpers.py`, loaded by path from the installed package.
+
+    `import open_flamingo` would import open_clip (and open-flamingo pins torch==2.0.1, so it is installed
+    with --no-deps, without open_clip); helpers.py itself needs only torch, einops and einops-exts.
+    Raises ImportError with the install command when open-flamingo is not installed.
+    """
+    spec = importlib.util.find_spec("open_flamingo")
+    path = Path(list(spec.submodule_search_locations)[0]) / "src" / "helpers.py" if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ImportError(f"open-flamingo is not installed; install it with: {INSTALL}")
+    module_spec = importlib.util.spec_from_file_location("open_flamingo_helpers", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 KEYS = FLAMINGO_KEYS + (("media_embeds", "media_time_embs"), ("frame_embeds", "frame_embs"))
 
 
