@@ -1,20 +1,16 @@
-"""The family's seams on their own: masks, the media axis in the trace, presets, checkpoints, bad input.
+"""The family's seams on their own: masks, the media axis in the trace, presets, bad input.
 
-Parity with each reference is in test_family_parity.py; this file checks what the references do not
-show: exactly-zero attention on padding, the errors a learner gets, and load_checkpoint.
+Parity with each reference is in test_family_parity.py, load_checkpoint in test_checkpoint.py; this
+file checks what the references do not show: exactly-zero attention on padding, the errors a learner gets.
 """
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
 import perceiver_edu as pe
 from perceiver_edu import steps
-
-transformers = pytest.importorskip("transformers")
 
 
 def tiny2(**overrides):
@@ -238,104 +234,6 @@ def test_core_modules_do_not_import_interop():
     from perceiver_edu.modules import CONVERTERS
 
     assert set(CONVERTERS) == {"idefics", "idefics2", "flamingo_pytorch", "open_flamingo"}
-
-
-# -- load_checkpoint ---------------------------------------------------------------------------------
-
-def tiny_idefics2(seed=0):
-    config = transformers.Idefics2Config(
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=28, patch_size=14),
-        text_config=dict(model_type="mistral", vocab_size=100, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
-        perceiver_config=dict(hidden_size=32, rms_norm_eps=1e-6, resampler_n_latents=4, resampler_depth=2,
-                              resampler_n_heads=4, resampler_head_dim=8, num_key_value_heads=2),
-    )
-    torch.manual_seed(seed)
-    model = transformers.Idefics2ForConditionalGeneration(config).eval()
-    with torch.no_grad():  # RMSNorm weights and latents start at ones: move them so a swap would show
-        for p in model.model.connector.perceiver_resampler.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-@pytest.fixture(scope="module")
-def idefics2_sharded(tmp_path_factory):
-    path = tmp_path_factory.mktemp("idefics2-sharded")
-    model = tiny_idefics2()
-    model.save_pretrained(path, max_shard_size="20KB")
-    return path, model
-
-
-def test_load_checkpoint_reads_an_idefics2_checkpoint_by_model_type(idefics2_sharded):
-    path, model = idefics2_sharded
-    index = json.loads((path / "model.safetensors.index.json").read_text())
-    assert len(set(index["weight_map"].values())) > 2  # really sharded
-    ours = pe.load_checkpoint(path)
-    assert ours.config == pe.ResamplerConfig.idefics2(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=4,
-                                                      n_kv_heads=2, norm_eps=1e-6)
-    hf = model.model.connector.perceiver_resampler
-    context, mask = torch.randn(2, 9, 32), torch.tensor([[1] * 9, [1] * 4 + [0] * 5])
-    with torch.no_grad():
-        torch.testing.assert_close(ours(context, attention_mask=mask), hf(context, attention_mask=mask), atol=1e-5, rtol=1e-5)
-
-
-def test_load_checkpoint_reads_an_idefics_checkpoint_too(tmp_path):
-    config = transformers.IdeficsConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        cross_layer_interval=1, use_resampler=True,
-        vision_config=dict(embed_dim=32, image_size=30, patch_size=15, num_hidden_layers=1,
-                           num_attention_heads=2, intermediate_size=64),
-        perceiver_config=dict(use_resampler=True, resampler_depth=2, resampler_n_heads=2,
-                              resampler_head_dim=8, resampler_n_latents=4),
-    )
-    torch.manual_seed(0)
-    model = transformers.IdeficsForVisionText2Text(config).eval()
-    model.save_pretrained(tmp_path, max_shard_size="20KB")
-    ours = pe.load_checkpoint(tmp_path)
-    assert ours.config == pe.ResamplerConfig(32, 2, 2, 8, 4)
-    context = torch.randn(2, 10, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(context), model.model.perceiver_resampler(context), atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("model_type, says", [("idefics3", "Idefics3"), ("smolvlm", "SmolVLM")])
-def test_families_without_a_resampler_get_a_message_that_says_so(tmp_path, model_type, says):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
-    with pytest.raises(ValueError, match=rf"{model_type}.*no Perceiver Resampler: {says}.*pixel shuffle"):
-        pe.load_checkpoint(tmp_path)
-
-
-def test_an_unknown_model_type_is_named(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    with pytest.raises(ValueError, match=r"model_type 'llava'.*'idefics' or 'idefics2'"):
-        pe.load_checkpoint(tmp_path)
-
-
-def test_a_truncated_or_corrupt_shard_is_named(tmp_path, idefics2_sharded):
-    path, _ = idefics2_sharded
-    for f in path.iterdir():
-        (tmp_path / f.name).write_bytes(f.read_bytes())
-    index = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
-    shard = sorted({s for k, s in index.items() if "perceiver_resampler" in k})[0]
-    data = (tmp_path / shard).read_bytes()
-    (tmp_path / shard).write_bytes(data[: len(data) // 2])  # an interrupted download
-    with pytest.raises(ValueError, match=rf"cannot read checkpoint file .*{shard}: it looks truncated or corrupt"):
-        pe.load_checkpoint(tmp_path)
-    (tmp_path / shard).write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match=rf"{shard}: it looks truncated or corrupt"):
-        pe.load_checkpoint(tmp_path)
-    (tmp_path / shard).unlink()
-    with pytest.raises(FileNotFoundError, match=rf"lists shard\(s\) that are not in .*{shard}"):
-        pe.load_checkpoint(tmp_path)
-
-
-def test_load_checkpoint_bad_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        pe.load_checkpoint(tmp_path / "nowhere")
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"config.json: it is not valid JSON"):
-        pe.load_checkpoint(tmp_path)
 
 
 def test_pixel_shuffle_puts_each_square_of_patches_into_one_token():
