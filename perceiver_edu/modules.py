@@ -164,7 +164,7 @@ class PerceiverResampler(nn.Module):
         check_context(context, self.config, self.latents)
         check_attention_mask(attention_mask, context, self.config)
         flat = self.embed_media(context)  # [(b m), s, e]
-        n_media = flat.shape[0] // context.shape[0] if context.shape[0] else 1
+        n_media = context.shape[1] if context.dim() > 3 else 1  # media folded into the batch, example-major
         keys_allowed = self.keys_allowed(attention_mask)  # [(b m), n] or None
         latents = steps.repeat_latents(self.latents, flat.shape[0])  # [(b m), l, e]
         record = [] if return_trace else None

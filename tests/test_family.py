@@ -245,3 +245,14 @@ def test_pixel_shuffle_puts_each_square_of_patches_into_one_token():
     assert torch.equal(out[0, 0], torch.cat([grid[0, 0], grid[0, 1], grid[0, 4], grid[0, 5]]))
     with pytest.raises(ValueError, match=r"square grid.*divisible by factor=3; got 16 tokens"):
         steps.pixel_shuffle(grid, 3)
+
+
+def test_a_mask_per_media_follows_the_media_into_the_batch():
+    model = tiny2()
+    x = torch.randn(2, 3, 7, 32)  # [b, m, s, e]
+    mask = torch.ones(2, 3, 7)
+    mask[1, 2, 4:] = 0
+    out = model(x, attention_mask=mask)
+    assert out.shape == (2, 3, 8, 32)
+    torch.testing.assert_close(out[1, 2], model(x[1:, 2, :4])[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out[0, 1], model(x[:1, 1])[0], atol=1e-6, rtol=1e-5)
