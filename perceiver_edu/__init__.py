@@ -5,9 +5,10 @@
     latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
 """
 
-from . import steps
+from . import cost, steps
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
+from .fast import FastResampler
 from .inputs import INPUT_KINDS, make_context
 from .interop import load_checkpoint, load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
@@ -30,6 +31,7 @@ __all__ = [
     "Explorer",
     "INPUT_KINDS",
     "DigitClassifier",
+    "FastResampler",
     "FeedForward",
     "PerceiverAttention",
     "PerceiverResampler",
@@ -38,6 +40,7 @@ __all__ = [
     "attention_entropy",
     "available_devices",
     "context_share",
+    "cost",
     "load_digits_split",
     "load_checkpoint",
     "load_idefics_checkpoint",
