@@ -30,7 +30,10 @@ suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]  # the chapters,
 # (the readers of a book built offline may be offline too: no CDN). That package ships the HTML-CSS
 # output with the STIX-Web fonts (the set classic Jupyter used), so the config asks for exactly those.
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {"HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+mathjax2_config = {"MMLorHTML": {"prefer": "HTML"},  # Chromium has MathML now; its fonts would be missing
+                   # the hidden MathML copy for screen readers would ask for the TeX fonts, not shipped
+                   "menuSettings": {"assistiveMML": False},
+                   "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
                                 "imageFont": None},
                    # myst marks sections "tex2jax_ignore" (a stray $ in prose is not maths); its maths
                    # and the notebooks' outputs carry the classes that MathJax must process anyway
