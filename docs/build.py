@@ -53,6 +53,7 @@ def readme_front_page(readme: str) -> str:
     chapters = next((s for s in sections if s.startswith("## The chapters")), "")
     text = intro.rstrip() + "\n\n" + chapters.rstrip() + "\n"
     text = re.sub(r"<!--.*?-->\n?", "", text, flags=re.S)  # the README's markers
+    text = repository_links(text, "")
     text = text.replace(links.BINDER_BADGE, "_static/badge-binder.svg").replace(links.COLAB_BADGE,
                                                                                 "_static/badge-colab.svg")
     return text
@@ -141,6 +142,33 @@ def still_outputs(output: dict, rel: str) -> list[dict] | None:
             {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": sentence}}]
 
 
+MD_LINK = re.compile(r"(\]\()([^)\s#]+)((?:#[^)\s]*)?\))")
+
+
+def repository_links(markdown: str, folder: str) -> str:
+    """Links to files of the repository that are not pages of the book now open them on GitHub.
+
+    `folder` is where the markdown lives in the repository ("" or "notebooks"); links to chapters,
+    to pictures the book copies (notebooks/figures) and to the web are left as they are.
+    """
+    def rewrite(match: re.Match) -> str:
+        target = match.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("/"):
+            return match.group(0)
+        path = (ROOT / folder / target).resolve()
+        try:
+            rel = path.relative_to(ROOT).as_posix()
+        except ValueError:
+            return match.group(0)
+        in_book = path in links.chapters() or rel.startswith("notebooks/figures/")
+        if in_book or not path.exists():  # a missing file stays, and Sphinx reports the broken link
+            return match.group(0)
+        kind = "tree" if path.is_dir() else "blob"
+        return f"{match.group(1)}{links.repository_url()}/{kind}/{links.BRANCH}/{rel}{match.group(3)}"
+
+    return MD_LINK.sub(rewrite, markdown)
+
+
 def launch_line(rel: str) -> str:
     return ('<div class="pe-launch">\n'
             f'<a href="{links.colab_url(rel)}"><img src="../_static/badge-colab.svg" alt="Open in Colab"></a>\n'
@@ -154,6 +182,8 @@ def book_notebook(nb: dict, rel: str) -> dict:
     nb = copy.deepcopy(nb)
     cells = [c for c in nb["cells"] if SETUP_TAG not in c.get("metadata", {}).get("tags", [])]
     for cell in cells:
+        if cell["cell_type"] == "markdown":
+            cell["source"] = repository_links("".join(cell["source"]), str(Path(rel).parent))
         if cell["cell_type"] != "code":
             continue
         outputs = []

@@ -86,8 +86,20 @@ def test_front_page_is_the_readme_introduction(book):
     assert tagline in html
     for image in re.findall(r"!\[[^\]]*\]\((notebooks/figures/[^)]+)\)", intro):
         assert Path(image).name in html, f"the README's picture {image} is not on the front page"
-    for name in chapter_names():  # the sidebar lists every chapter
-        assert f'href="notebooks/{name}.html"' in html
+    for path in links.chapters():  # the sidebar lists every chapter, the README's Colab badges open it
+        assert f'href="notebooks/{path.stem}.html"' in html
+        assert f'href="{links.colab_url(path.relative_to(ROOT).as_posix())}"' in html
+    assert "badge-colab.svg" in html and links.COLAB_BADGE not in html  # the book's own badge picture
+
+
+def test_links_to_repository_files_open_on_github():
+    spec = importlib.util.spec_from_file_location("book_build", ROOT / "docs" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    text = "[a](../perceiver_edu/steps.py#L3) [b](02_attention_maps.ipynb) [c](figures/x.png) [d](https://x.org/y)"
+    assert build.repository_links(text, "notebooks") == (
+        f"[a]({links.repository_url()}/blob/{links.BRANCH}/perceiver_edu/steps.py#L3) "
+        "[b](02_attention_maps.ipynb) [c](figures/x.png) [d](https://x.org/y)")
 
 
 def test_one_page_per_chapter_in_order_with_previous_and_next(book):
