@@ -120,7 +120,7 @@ def test_chapter_pages_have_highlighted_code_and_launch_links(book):
     for path in links.chapters():
         rel = path.relative_to(ROOT).as_posix()
         html = page_html(book, f"notebooks/{path.stem}.html")
-        assert re.search(r'class="highlight-ipython3', html) and re.search(r'<span class="(k|kn)">import</span>', html), \
+        assert re.search(r'class="highlight-i?python3?\b', html) and re.search(r'<span class="(k|kn)">import</span>', html), \
             f"{path.stem}: no highlighted Python code"
         assert f'href="{links.colab_url(rel)}"' in html, f"{path.stem}: no Colab link to {rel}"
         assert f'href="{links.binder_url(rel)}"' in html.replace("&amp;", "&"), f"{path.stem}: no Binder link"
