@@ -92,6 +92,17 @@ def test_front_page_is_the_readme_introduction(book):
     assert "badge-colab.svg" in html and links.COLAB_BADGE not in html  # the book's own badge picture
 
 
+def test_no_markdown_is_left_unrendered(book):
+    """A stray backtick in the text is a code span that did not render (a `|` in a table cell, say)."""
+    for path in sorted(book.rglob("*.html")):
+        article = re.search(r'<article class="bd-article">(.*?)</article>', path.read_text(encoding="utf-8"), re.S)
+        if not article:
+            continue
+        text = re.sub(r"<(pre|code|script|style)\b.*?</\1>", "", article.group(1), flags=re.S)
+        stray = [text[max(0, m.start() - 60):m.start() + 20] for m in re.finditer("`", text)]
+        assert not stray, f"{path.relative_to(book)}: markdown left as text near {stray[0]!r}"
+
+
 def test_links_to_repository_files_open_on_github():
     spec = importlib.util.spec_from_file_location("book_build", ROOT / "docs" / "build.py")
     build = importlib.util.module_from_spec(spec)
