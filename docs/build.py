@@ -7,8 +7,8 @@ Nothing is executed: the pages show what the committed notebooks stored. The ste
    the right file): index.md = the README's introduction and its chapter list; every
    notebooks/0*.ipynb, with its widget outputs (the explorer, tqdm's progress bars) replaced by a
    still picture and a sentence on how to run it live, the Colab setup cell left out (the page has
-   its own launch links) and a launch line (Colab, Binder) under its title; notebooks/figures/; the
-   pages written for the book in docs/*.md.
+   its own launch links), the `# NBVAL_...` marker lines dropped, and a launch line (Colab, Binder)
+   under its title; notebooks/figures/; the pages written for the book in docs/*.md.
 2. Sphinx (myst-nb, sphinx-book-theme; settings in docs/conf.py) writes the HTML to build/book/.
 3. MathJax's files (from the jupyter-server-mathjax package) go to build/book/_static/mathjax/, so
    the maths renders without a network.
@@ -186,6 +186,8 @@ def book_notebook(nb: dict, rel: str) -> dict:
             cell["source"] = repository_links("".join(cell["source"]), str(Path(rel).parent))
         if cell["cell_type"] != "code":
             continue
+        # the test runner's markers (`# NBVAL_CHECK_OUTPUT`) mean nothing to a reader
+        cell["source"] = re.sub(r"\A(#\s*NBVAL_[A-Z_]+[^\n]*\n)+", "", "".join(cell["source"]))
         outputs = []
         for output in cell.get("outputs", []):
             outputs.extend(still_outputs(output, rel) or [output])

@@ -136,6 +136,7 @@ def test_chapter_pages_have_highlighted_code_and_launch_links(book):
         assert f'href="{links.colab_url(rel)}"' in html, f"{path.stem}: no Colab link to {rel}"
         assert f'href="{links.binder_url(rel)}"' in html.replace("&amp;", "&"), f"{path.stem}: no Binder link"
         assert "google.colab" not in html, f"{path.stem}: the Colab setup cell belongs in the notebook, not the book"
+        assert "NBVAL_" not in html, f"{path.stem}: the test runner's markers are for nbval, not for readers"
 
 
 def widget_texts(path: Path) -> list[str]:
