@@ -207,6 +207,7 @@ def target_exists(book: Path, base: str, href: str, url: str) -> str | None:
     return None
 
 
+@pytest.mark.browser
 def test_every_page_in_chromium(book):
     need(Path(CHROMIUM).exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
     try:
