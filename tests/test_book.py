@@ -211,6 +211,7 @@ def target_exists(book: Path, base: str, href: str, url: str) -> str | None:
 def test_every_page_in_chromium(book):
     need(Path(CHROMIUM).exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
     try:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
     except ImportError:
         need(False, "playwright (the Python package) is not installed")
@@ -243,10 +244,13 @@ def test_every_page_in_chromium(book):
                 n_math = page.evaluate("document.querySelectorAll('span.math, div.math').length")
                 if n_math:
                     maths_pages.append(name)
-                    page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue "
-                                           "&& MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running === 0"
-                                           " && document.querySelectorAll('.MathJax, .MathJax_Display').length > 0")
-                    page.evaluate("new Promise(done => MathJax.Hub.Queue(done))")
+                    try:
+                        page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue && "
+                                               "document.querySelectorAll('.MathJax, .MathJax_Display').length > 0",
+                                               timeout=30_000)
+                        page.evaluate("new Promise(done => MathJax.Hub.Queue(done))")  # its queue has run
+                    except PlaywrightTimeout:
+                        pass  # reported below: nothing typeset
                     state = page.evaluate("""() => ({
                         rendered: document.querySelectorAll('script[type^="math/tex"]').length,
                         raw: [...document.querySelectorAll('span.math, div.math')]
