@@ -22,8 +22,11 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
 README = ROOT / "README.md"
-REPO = "perceiver-edu/perceiver-edu"  # placeholder owner/name until the repository is on GitHub
-BRANCH = "main"
+sys.path.insert(0, str(ROOT / "docs"))
+import links  # noqa: E402  (docs/links.py: the address, written once in pyproject.toml)
+
+REPO = links.github_repo()
+BRANCH = links.BRANCH
 BINDER_URL = re.compile(r"https://mybinder\.org/v2/gh/[^\s)\]\"'>]+")
 
 
