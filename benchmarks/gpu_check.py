@@ -4,8 +4,9 @@
 
 Runs `perceiver_edu.widgets.run_forward` (what the explorer runs on every architecture change)
 on the GPU and on the CPU with the same seeded weights and context, prints the largest
-difference of the attention maps and outputs and the forward times, then drives a whole
-`Explorer(device="cuda")` through a few changes. Without CUDA it prints "skipped: no CUDA" and
+difference of the attention maps and outputs and the forward times, then FastResampler against
+the step model on CUDA at the IDEFICS-9B shape (time, float32 difference, float16 / bfloat16
+error against float32), then drives a whole `Explorer(device="cuda")` through a few changes. Without CUDA it prints "skipped: no CUDA" and
 exits 0; tests/test_gpu.py runs the same path on the CPU in CI.
 """
 
@@ -61,6 +62,28 @@ def drive_explorer(device: str) -> list[str]:
     return problems
 
 
+def fast_path_on(device: str, repeats: int = 11, config: pe.ResamplerConfig | None = None, s: int = 257) -> dict:
+    """FastResampler against the step model at the IDEFICS-9B shape (b=1, s=257) on `device`.
+
+    float32 with TF32 off (TF32 rounds products to 10 bits of mantissa), then float16 and bfloat16
+    against float32: what half precision costs. Times are medians of interleaved rounds.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    torch.manual_seed(0)
+    config = config or pe.ResamplerConfig.idefics()
+    model = pe.PerceiverResampler(config).eval().to(device)
+    fast = pe.FastResampler(model)
+    context = torch.randn(1, s, config.embed_dim, device=device)
+    with torch.no_grad():
+        diff = float((fast(context) - model(context)).abs().max())
+        times = pe.cost.time_interleaved({"step": lambda: model(context), "fast": lambda: fast(context)}, repeats, sync)
+        errors = pe.fast.precision_errors(model, context)
+    return dict(diff=diff, step_ms=1e3 * statistics.median(times["step"]), fast_ms=1e3 * statistics.median(times["fast"]),
+                ratio=pe.cost.median_ratio(times, "fast", "step"), errors=errors)
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("skipped: no CUDA")
@@ -74,6 +97,12 @@ def main() -> int:
         failed |= not ok
         print(f"{label:20s} {r['attention']:16.2e} {r['output']:15.2e} {r['cpu_ms']:8.2f} {r['device_ms']:8.2f}"
               f"  {'ok' if ok else 'DIFFERENT'}")
+    r = fast_path_on("cuda")
+    print(f"FastResampler, IDEFICS-9B shape, b=1, s=257, cuda: max |fast - step| {r['diff']:.1e} (float32, TF32 off), "
+          f"step {r['step_ms']:.2f} ms, fast {r['fast_ms']:.2f} ms, fast / step {r['ratio']:.2f}")
+    print("  float16 / bfloat16, max |error| against float32:",
+          ", ".join(f"{k} {v:.1e}" for k, v in r["errors"].items()))
+    failed |= r["diff"] > TOLERANCE
     problems = drive_explorer("cuda")
     print("Explorer(device='cuda'):", "ok" if not problems else problems)
     failed |= bool(problems)

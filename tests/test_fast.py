@@ -227,3 +227,20 @@ def test_lm_cross_attention_grows_with_the_visual_tokens():
     per_token = 8 * (2 * 2 * 1280 * 4096 + 2 * 2 * 100 * 4096)  # k, v of one more visual token + its scores/sum
     assert many - few == (257 - 64) * per_token
     assert cost.tokens_per_image(257, 64) == 64 and cost.tokens_per_image(257, 64, resampler=False) == 257
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gpu_check_fast_path_runs(device):
+    """benchmarks/gpu_check.py's FastResampler check, the code that prints the GPU figures, on a small model."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    r = gpu_check.fast_path_on(device, repeats=2, config=pe.ResamplerConfig.tiny(depth=2), s=40)
+    assert r["diff"] < 1e-5 and r["step_ms"] > 0 and r["fast_ms"] > 0
+    # half precision: a few parts in a thousand, not nothing (it is really run in low precision) and not garbage
+    assert set(r["errors"]) == {"float16", "bfloat16"}
+    assert 0 < r["errors"]["float16"] < r["errors"]["bfloat16"] < 0.2
