@@ -25,7 +25,8 @@ import time
 import torch
 
 import perceiver_edu as pe
-from perceiver_edu import viz, widgets
+from perceiver_edu import viz
+from perceiver_edu.explorer import forward, render
 
 # (control, value) pairs that walk away from the default and back, so every change starts from
 # (nearly) the default configuration. View changes first, then each architecture control.
@@ -54,11 +55,11 @@ def naive_update(explorer: pe.Explorer, name: str) -> None:
     """The reference: what a cell re-run does, a new model run (when needed) and a fresh figure."""
     run = explorer.run
     if name not in VIEW:
-        run = widgets.run_forward(run.config, input_kind=run.input_kind, context_length=run.context_length,
+        run = forward.run_forward(run.config, input_kind=run.input_kind, context_length=run.context_length,
                                   seed=run.seed, device=run.device)
     layer, head = explorer.controls["layer"].value, explorer.controls["head"].value
     fig = viz.plot_attention_map(run.trace.attentions[layer][0, head], run.trace.context_length)
-    fig.savefig(io.BytesIO(), format="png", dpi=widgets.DPI)
+    fig.savefig(io.BytesIO(), format="png", dpi=render.DPI)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ def __getattr__(name):
     # The explorer pulls in ipywidgets, matplotlib and PIL: load it when it is first used, so that
     # `import perceiver_edu` stays light for scripts and tests that only need the resampler.
     if name == "Explorer":
-        from .widgets import Explorer
+        from .explorer import Explorer
 
         return Explorer
     raise AttributeError(f"module 'perceiver_edu' has no attribute {name!r}")

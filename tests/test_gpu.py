@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import perceiver_edu as pe
-from perceiver_edu.widgets import run_forward
+from perceiver_edu.explorer.forward import run_forward
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,

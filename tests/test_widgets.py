@@ -19,7 +19,8 @@ import torch
 from matplotlib.figure import Figure
 
 import perceiver_edu as pe
-from perceiver_edu import viz, widgets
+from perceiver_edu import viz
+from perceiver_edu.explorer import forward, render, widget
 
 NAMES = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv", "input_kind",
          "seed", "device", "layer", "head")
@@ -105,15 +106,15 @@ def test_in_place_redraw_matches_a_fresh_viz_figure(explorer):
     explorer.controls["layer"].value = 1
     fast = png_pixels(explorer.views["head"].value)
     trace = explorer.trace
-    fresh = Figure(figsize=explorer.figures["head"].get_size_inches(), dpi=widgets.DPI, layout="constrained")
+    fresh = Figure(figsize=explorer.figures["head"].get_size_inches(), dpi=render.DPI, layout="constrained")
     viz.plot_attention_map(trace.attentions[1][0, 3], trace.context_length, fig=fresh,
                            title=explorer.figures["head"].axes[0].get_title())
-    full = png_pixels(widgets.figure_png(fresh))
+    full = png_pixels(render.figure_png(fresh))
     assert fast.shape == full.shape
     differ = np.abs(fast.astype(int) - full.astype(int)).max(axis=-1) > 40
     assert differ.mean() < 0.02, f"{differ.mean():.1%} of the pixels differ from a fresh viz figure"
     # and the figure itself, drawn whole (as a notebook displays it), is the same picture
-    whole = png_pixels(widgets.figure_png(explorer.figures["head"]))
+    whole = png_pixels(render.figure_png(explorer.figures["head"]))
     assert (np.abs(whole.astype(int) - fast.astype(int)).max(axis=-1) > 40).mean() < 0.005
     image = explorer.figures["head"].axes[0].images[0]
     assert image.get_clim() == (0.0, pytest.approx(float(trace.attentions[1][0, 3].max())))
@@ -243,13 +244,13 @@ def test_memory_budget_refuses_with_a_message():
 
 def test_estimate_grows_with_the_maps():
     cfg = pe.ResamplerConfig(embed_dim=64)
-    small = widgets.estimate_bytes(cfg, 257)
-    assert small < widgets.MEMORY_BUDGET_MB * 2**20
-    deeper = [widgets.estimate_bytes(cfg.replace(depth=d), 257) for d in (2, 4, 6)]
+    small = forward.estimate_bytes(cfg, 257)
+    assert small < forward.MEMORY_BUDGET_MB * 2**20
+    deeper = [forward.estimate_bytes(cfg.replace(depth=d), 257) for d in (2, 4, 6)]
     assert deeper[0] == small and deeper[2] - deeper[1] == deeper[1] - deeper[0] > 0  # linear in depth
     maps = 4 * 4 * 4 * 8 * (257 + 8)  # 4 bytes x (attn, scores, two stacked copies) x 4 heads x [l, n], per layer
     assert deeper[1] - deeper[0] >= 2 * maps
-    assert widgets.estimate_bytes(pe.ResamplerConfig.idefics(), 257) > small * 50
+    assert forward.estimate_bytes(pe.ResamplerConfig.idefics(), 257) > small * 50
 
 
 def test_device_failure_shows_a_message(explorer, monkeypatch):
@@ -258,7 +259,7 @@ def test_device_failure_shows_a_message(explorer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: out of memory")
 
-    monkeypatch.setattr(widgets, "run_forward", broken)
+    monkeypatch.setattr(forward, "run_forward", broken)
     explorer.controls["seed"].value = 1
     assert "forward pass failed on cpu" in explorer.message and "out of memory" in explorer.message
     assert_kept(explorer, png, runs, trace)
@@ -288,7 +289,7 @@ def test_unknown_settings_are_named():
 
 def test_few_threads_restores_the_thread_count():
     before = torch.get_num_threads()
-    with widgets._few_threads(pe.ResamplerConfig(), 257, "cpu"):
+    with forward._few_threads(pe.ResamplerConfig(), 257, "cpu"):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 
@@ -362,9 +363,47 @@ def test_200_random_changes_raise_nothing_and_leak_nothing():
 
 def test_random_context_is_not_the_latents_themselves():
     """One seed sets both the weights and the context; they must not come from the same random numbers."""
-    from perceiver_edu.widgets import run_forward
-
-    run = run_forward(pe.ResamplerConfig(embed_dim=64, n_latents=8), input_kind="random", context_length=20, seed=0)
+    run = forward.run_forward(pe.ResamplerConfig(embed_dim=64, n_latents=8), input_kind="random", context_length=20, seed=0)
     attn = run.trace.attentions[0][0, 0]  # [l, n]: keys 0..19 context, 20..27 latents
     for i in range(8):
         assert not torch.allclose(attn[:, i], attn[:, 20 + i]), f"context token {i} has the key of latent {i}"
+
+
+# -- the package's parts ----------------------------------------------------------------------------
+
+def test_the_forward_pass_imports_without_the_widget_toolkit():
+    """benchmarks/gpu_check.py runs the explorer's forward pass on machines without ipywidgets."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import perceiver_edu.explorer.forward as f; "
+            "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'PIL') if m in sys.modules)); "
+            "print(callable(f.run_forward))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["[]", "True"], out
+
+
+def test_a_new_view_is_one_registry_entry(monkeypatch):
+    """One View in views.VIEWS gives a tab, a Figure and an Image, drawn when opened, redrawn on its controls."""
+    from perceiver_edu.explorer import views
+
+    drawn = []
+
+    def draw_latent_norms(fig, run, pick):
+        drawn.append(pick.layer)
+        ax = fig.add_subplot()
+        ax.bar(range(run.config.n_latents), run.trace.latents[pick.layer][0].norm(dim=-1).numpy())
+        ax.set(title=f"latent norms after layer {pick.layer}", xlabel="latent l", ylabel="norm")
+
+    entry = views.View("norms", "latent norms", (4, 3), ("layer",), draw_latent_norms)
+    monkeypatch.setattr(views, "VIEWS", views.VIEWS + (entry,))
+    explorer = pe.Explorer()
+    assert "norms" in explorer.views and "norms" in explorer.figures and explorer.tabs.titles[-1] == "latent norms"
+    assert drawn == []  # not visible yet: not drawn
+    explorer.show("norms")
+    assert drawn == [0]
+    png_pixels(explorer.views["norms"].value)
+    explorer.controls["head"].value = 2  # not a control it depends on
+    assert drawn == [0]
+    explorer.controls["layer"].value = 1
+    assert drawn == [0, 1] and explorer.figures["norms"].axes[0].get_title() == "latent norms after layer 1"

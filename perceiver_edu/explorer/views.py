@@ -1,0 +1,117 @@
+"""The explorer's views (its tabs), one entry each: title, size, what it depends on, how it draws.
+
+Adding a view is adding one `View` to `VIEWS`: the widget makes its tab, its Figure and its
+ipywidgets.Image from the entry, redraws it when a control it `depends` on changes (and only
+then, and only while its tab is open), and catches whatever its `draw` raises.
+Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim, n keys (s + l).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+from matplotlib.figure import Figure
+
+from .. import viz
+from ..inputs import grid_side, sample_image
+from .forward import Run
+from .render import message_figure, update_map_in_place
+
+
+@dataclass(frozen=True)
+class Pick:
+    """What to show of a run: the view controls, already clamped to the run's shape."""
+
+    layer: int
+    head: int
+    latent: int
+
+    @classmethod
+    def clamped(cls, run: Run, layer: int, head: int, latent: int) -> "Pick":
+        c = run.config
+        return cls(min(layer, c.depth - 1), min(head, c.n_heads - 1), min(latent, c.n_latents - 1))
+
+
+@dataclass(frozen=True)
+class View:
+    """One tab of the explorer.
+
+    key      the name used by `explorer.show(key)`, `explorer.views[key]`, `explorer.figures[key]`
+    title    the tab's title
+    size     (width, height) of its Figure in inches, at viz.DPI
+    depends  the view controls ("layer", "head", "latent") it reads: a change of another one
+             leaves it alone; a new run always redraws it
+    draw     draw(fig, run, pick): draw the whole figure into `fig`, which comes empty
+    fast     optional fast(fig, run, pick) -> bool: put new numbers into the figure drawn last,
+             False when it cannot; used only while `layout(run, pick)` is what it was last time
+    layout   optional layout(run, pick) -> a key of everything that places the figure's axes
+    """
+
+    key: str
+    title: str
+    size: tuple[float, float]
+    depends: tuple[str, ...]
+    draw: Callable[[Figure, Run, Pick], None]
+    fast: Callable[[Figure, Run, Pick], bool] | None = None
+    layout: Callable[[Run, Pick], Hashable] | None = None
+
+
+# -- how each view draws --------------------------------------------------------------------------
+
+def _head_title(run: Run, pick: Pick) -> str:
+    l, n = run.trace.attentions[pick.layer].shape[-2:]
+    return f"layer {pick.layer}, head {pick.head}: {l} latents over {n} keys (s = {run.trace.context_length})"
+
+
+def _head_map(run: Run, pick: Pick):
+    return run.trace.attentions[pick.layer][0, pick.head]  # [l, n]
+
+
+def draw_head(fig: Figure, run: Run, pick: Pick) -> None:
+    viz.plot_attention_map(_head_map(run, pick), run.trace.context_length, title=_head_title(run, pick), fig=fig)
+
+
+def fast_head(fig: Figure, run: Run, pick: Pick) -> bool:
+    return update_map_in_place(fig, _head_map(run, pick), _head_title(run, pick))
+
+
+def layout_head(run: Run, pick: Pick) -> Hashable:
+    return tuple(_head_map(run, pick).shape), run.trace.context_length
+
+
+def draw_heads(fig: Figure, run: Run, pick: Pick) -> None:
+    h = run.config.n_heads
+    rows = math.ceil(h / min(h, 4))
+    fig.set_size_inches(10, 1.9 * rows + 1.3)  # the grid grows with the number of heads
+    viz.plot_heads(run.trace.attentions[pick.layer][0], run.trace.context_length, layer=pick.layer, fig=fig)
+
+
+def draw_share(fig: Figure, run: Run, pick: Pick) -> None:
+    viz.plot_context_share(run.trace, fig=fig)
+
+
+def draw_entropy(fig: Figure, run: Run, pick: Pick) -> None:
+    viz.plot_entropy(run.trace, fig=fig)
+
+
+def draw_image(fig: Figure, run: Run, pick: Pick) -> None:
+    if run.input_kind != "image":
+        message_figure(fig, "attention on the image", "Choose input 'image' to see the attention on the photo's patches.")
+        return
+    s = run.trace.context_length
+    row = run.trace.attentions[pick.layer][0, pick.head, pick.latent]  # [n]
+    viz.plot_attention_on_image(row, sample_image(grid_side(s)), context_length=s, fig=fig,
+                                title=f"layer {pick.layer}, head {pick.head}, latent {pick.latent} on the photo")
+
+
+# -- the registry: the order is the order of the tabs; only the visible tab is drawn ----------------
+
+VIEWS: tuple[View, ...] = (
+    View("head", "chosen head", (8, 3.2), ("layer", "head"), draw_head, fast=fast_head, layout=layout_head),
+    View("heads", "heads of the layer", (10, 3.2), ("layer",), draw_heads),
+    View("share", "context vs latents", (10, 4.2), (), draw_share),
+    View("entropy", "entropy", (10, 4.2), (), draw_entropy),
+    View("image", "on the image", (5.6, 5.6), ("layer", "head", "latent"), draw_image),
+)
