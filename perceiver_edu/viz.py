@@ -680,14 +680,16 @@ def _boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
     return boxes.astype(int)
 
 
-def _box_shares(pixels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """[..., H, W] attention on the pixels, [k, 4] boxes -> [..., k]: the share of each map inside each box.
+def _box_shares(maps: np.ndarray, boxes: np.ndarray, grid: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
+    """[..., s] attention on the patches (rows sum to 1), [k, 4] boxes -> [..., k]: each map's share on each object.
 
-    A patch cut by a box's edge counts with the part of its area inside the box.
+    A patch counts for an object when the box touches it: a latent attends to whole patches.
     """
-    total = pixels.sum(axis=(-1, -2))
-    inside = np.stack([pixels[..., y0:y1, x0:x1].sum(axis=(-1, -2)) for y0, x0, y1, x1 in boxes], axis=-1)
-    return inside / np.maximum(total, 1e-12)[..., None]
+    gh, gw = grid
+    ph, pw = canvas[0] // gh, canvas[1] // gw
+    top, left = np.arange(gh) * ph, np.arange(gw) * pw  # the first pixel row / column of each patch
+    masks = [np.outer((top + ph > y0) & (top < y1), (left + pw > x0) & (left < x1)).ravel() for y0, x0, y1, x1 in boxes]
+    return maps @ np.stack(masks, axis=-1).astype(float)
 
 
 def _draw_boxes(ax, boxes: np.ndarray, labels: np.ndarray | None, color: str = "white") -> None:
@@ -740,20 +742,27 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
                           title: str | None = None, fig: Figure | None = None) -> Figure:
     """Where each latent looks on a scene: attn [l, s] or [r, l, s] over its s patches, one panel per latent.
 
-    With [r, l, s] each row of panels is one map of the latents: a head, a layer or a trained
-    variant, named by `row_labels`. Pass the context part of the attention (keys 0..s-1, patches
-    row by row); each row is renormalised to sum to 1 (of what the latent takes from the image,
-    where does it look?). `image` [H, W] is outlined in cyan on every panel; `boxes` [k, 4] are
-    drawn dashed with their `labels`, and under each panel is the object holding the largest share
-    of that latent's attention. `latents` picks which latents to show (default all). All panels
-    share one colour scale (`vmax` fixes its top, to compare with another figure).
+    With [r, l, s] each row of panels is one map of the latents: a head, a layer, a trained variant
+    or another scene, named by `row_labels`. Pass the context part of the attention (keys 0..s-1,
+    patches row by row); each row is renormalised to sum to 1 (of what the latent takes from the
+    image, where does it look?). `image` [H, W] is outlined in cyan on every panel; `boxes` [k, 4]
+    are drawn dashed with their `labels`, and under each panel is the object holding the largest
+    share of that latent's attention (a patch the box touches counts as the object's, as in
+    `scenes.object_attention`). For one scene per row, pass lists: `image` [r of [H, W]], `boxes`
+    and `labels` [r of [k, 4] and [k]]. `latents` picks which latents to show (default all). All
+    panels share one colour scale (`vmax` fixes its top, to compare with another figure).
     """
     ndim = attn.ndim if hasattr(attn, "ndim") else np.ndim(attn)
     attn = _to_numpy(attn, "attn", 2 if ndim == 2 else 3, "l, s] or [r, l, s")
     maps = attn[None] if attn.ndim == 2 else attn  # [r, l, s]
     r, l, s = maps.shape
-    image = _canvas(image)
-    canvas = image.shape[:2]
+    per_row = isinstance(image, (list, tuple))
+    if per_row and len(image) != r:
+        raise ValueError(f"image must be one [H, W] canvas, or a list of one per row of attn ({r}); got {len(image)}")
+    images = [_canvas(x, f"image[{i}]") for i, x in enumerate(image)] if per_row else [_canvas(image)] * r
+    canvas = images[0].shape[:2]
+    if any(x.shape[:2] != canvas for x in images):
+        raise ValueError(f"the images must all have the same size; got {sorted({x.shape[:2] for x in images})}")
     grid = _scene_grid(s, canvas, grid, "attn")
     if latents is None:
         latents = list(range(l))
@@ -762,18 +771,30 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
         raise ValueError(f"row_labels must name each of the {r} rows of attn; got {len(row_labels)}")
     maps = maps[:, latents] / np.maximum(maps[:, latents].sum(-1, keepdims=True), 1e-12)  # [r, L, s]
     pixels = _on_pixels(maps, grid, canvas)  # [r, L, H, W]
-    box = None if boxes is None else _boxes(boxes)
-    names = None if labels is None else _to_numpy(labels, "labels", 1, "k").astype(int)
-    if box is not None and names is not None and len(names) != len(box):
-        raise ValueError(f"labels must give one class per box ({len(box)}); got {len(names)}")
-    shares = None if box is None or not len(box) else _box_shares(pixels, box)  # [r, L, k]
+
+    def per_scene(values, name):  # one entry per row, or the same for every row
+        if values is None:
+            return [None] * r
+        if per_row:
+            if not isinstance(values, (list, tuple)) or len(values) != r:
+                raise ValueError(f"{name} must be a list with one entry per row ({r}) when image is a list")
+            return list(values)
+        return [values] * r
+
+    boxes_per_row = [None if b is None else _boxes(b, "boxes") for b in per_scene(boxes, "boxes")]
+    names_per_row = [None if y is None else _to_numpy(y, "labels", 1, "k").astype(int) for y in per_scene(labels, "labels")]
+    for b, y in zip(boxes_per_row, names_per_row):
+        if b is not None and y is not None and len(y) != len(b):
+            raise ValueError(f"labels must give one class per box ({len(b)}); got {len(y)}")
     cols = len(latents)
     fig = _new_figure(fig, (1.75 * cols + 1.5, 1.95 * r + 1.0))
     axes = fig.subplots(r, cols, squeeze=False)
     shared = vmax is not None
     vmax = _check_vmax(vmax) if shared else _vmax(pixels)
-    ink = image if image.ndim == 2 else image.mean(-1)
     for i in range(r):
+        box, names = boxes_per_row[i], names_per_row[i]
+        shares = None if box is None or not len(box) else _box_shares(maps[i], box, grid, canvas)  # [L, k]
+        ink = images[i] if images[i].ndim == 2 else images[i].mean(-1)
         for c, j in enumerate(latents):
             ax = axes[i, c]
             shown = ax.imshow(pixels[i, c], cmap="inferno", vmin=0.0, vmax=vmax, interpolation="nearest")
@@ -788,13 +809,13 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
             if c == 0:
                 ax.set_ylabel(str(row_labels[i]) if row_labels is not None else "y", fontsize=9)
             if shares is not None:
-                best = int(shares[i, c].argmax())
+                best = int(shares[c].argmax())
                 what = f"class {names[best]}" if names is not None else f"object {best}"
-                ax.set_xlabel(f"{shares[i, c, best]:.0%} on {what}", fontsize=8)
+                ax.set_xlabel(f"{shares[c, best]:.0%} on {what}", fontsize=8)
             elif i == r - 1:
                 ax.set_xlabel("x", fontsize=8)
     fig.suptitle(title or "Where each latent looks on the scene (cyan: the strokes; dashed: the objects' boxes)")
-    fig.colorbar(shown, ax=axes, label="attention weight on the patch" + (" (shared scale)" if shared else ""),
+    fig.colorbar(shown, ax=axes, label="share of the latent's attention on the patch" + (" (shared scale)" if shared else ""),
                  shrink=0.9)
     return fig
 
