@@ -14,7 +14,6 @@ from typing import Any, Hashable
 import PIL.Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch import Tensor
 
 from .. import viz
 
@@ -47,25 +46,6 @@ def _canvas_png(canvas: FigureCanvasAgg) -> bytes:
     return buffer.getvalue()
 
 
-def update_map_in_place(fig: Figure, attn: Tensor, title: str) -> bool:
-    """Swap the numbers of a map viz already drew, when only the head or the layer changed.
-
-    Building the axes again (ticks, labels, colour bar) is most of a redraw's time; a map of the
-    same shape can keep all of them. Uses viz's own colour-scale rule, so the result is the figure
-    `viz.plot_attention_map` would draw. The caller checks the shape; returns False when the
-    figure does not hold one map after all.
-    """
-    ax = fig.axes[0] if fig.axes else None
-    if ax is None or len(ax.images) != 1:
-        return False
-    values = attn.detach().float().numpy()
-    image = ax.images[0]
-    image.set_data(values)
-    image.set_clim(0.0, viz._vmax(values))  # the colour bar follows its mappable
-    ax.set_title(title, pad=14)
-    return True
-
-
 class Blitter:
     """Redraw one figure quickly when only its numbers change (another head, layer or seed).
 
@@ -78,9 +58,14 @@ class Blitter:
     def __init__(self, fig: Figure) -> None:
         self.fig = fig
         self.background = None
-        ax = fig.axes[0]
-        on_map = [*ax.images, *ax.lines, *ax.texts, *ax.spines.values(), ax.title]
-        self.moving = sorted(on_map, key=lambda a: a.get_zorder()) + fig.axes[1:]  # then the colour bar
+        on_maps, colour_bars = [], []
+        for ax in fig.axes:
+            if getattr(ax, "_colorbar", None) is not None:  # its ticks follow the new colour scale
+                colour_bars.append(ax)
+            else:  # a map (and its zoomed panel): the numbers, the divider, the frame and the title move
+                on_maps += sorted([*ax.images, *ax.lines, *ax.texts, *ax.spines.values(), ax.title],
+                                  key=lambda a: a.get_zorder())
+        self.moving = on_maps + colour_bars
 
     def png(self) -> bytes:
         canvas = _agg_canvas(self.fig)

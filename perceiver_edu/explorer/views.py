@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from .. import viz
 from ..inputs import grid_side, sample_image
 from .forward import Run
-from .render import message_figure, update_map_in_place
+from .render import message_figure
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def draw_head(fig: Figure, run: Run, pick: Pick) -> None:
 
 
 def fast_head(fig: Figure, run: Run, pick: Pick) -> bool:
-    return update_map_in_place(fig, _head_map(run, pick), _head_title(run, pick))
+    return viz.update_attention_map(fig, _head_map(run, pick), title=_head_title(run, pick))
 
 
 def layout_head(run: Run, pick: Pick) -> Hashable:
@@ -83,8 +83,8 @@ def layout_head(run: Run, pick: Pick) -> Hashable:
 
 def draw_heads(fig: Figure, run: Run, pick: Pick) -> None:
     h = run.config.n_heads
-    rows = math.ceil(h / min(h, 4))
-    fig.set_size_inches(10, 1.9 * rows + 1.3)  # the grid grows with the number of heads
+    cols = min(h, 2)
+    fig.set_size_inches(6.4 * cols + 1.0, 2.7 * math.ceil(h / cols) + 0.9)  # viz's own size: two heads a row
     viz.plot_heads(run.trace.attentions[pick.layer][0], run.trace.context_length, layer=pick.layer, fig=fig)
 
 
@@ -109,7 +109,7 @@ def draw_image(fig: Figure, run: Run, pick: Pick) -> None:
 # -- the registry: the order is the order of the tabs; only the visible tab is drawn ----------------
 
 VIEWS: tuple[View, ...] = (
-    View("head", "chosen head", (8, 3.2), ("layer", "head"), draw_head, fast=fast_head, layout=layout_head),
+    View("head", "chosen head", (9, 3.4), ("layer", "head"), draw_head, fast=fast_head, layout=layout_head),
     View("heads", "heads of the layer", (10, 3.2), ("layer",), draw_heads),
     View("share", "context vs latents", (10, 4.2), (), draw_share),
     View("entropy", "entropy", (10, 4.2), (), draw_entropy),
