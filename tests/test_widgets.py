@@ -24,10 +24,18 @@ from perceiver_edu.explorer import forward, render, widget
 
 NAMES = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv", "input_kind",
          "seed", "device", "layer", "head")
+NEW_NAMES = ("weights", "scene")  # issue 9: trained weights and the held-out scene they read
 
 
 @pytest.fixture
 def explorer():
+    """Random weights on the photo: the explorer of the architecture lessons (seeded, no training)."""
+    return pe.Explorer(weights="random")
+
+
+@pytest.fixture
+def trained():
+    """The explorer as a learner first meets it: the trained scenes model on held-out scene 0."""
     return pe.Explorer()
 
 
@@ -44,8 +52,9 @@ def shown_map(explorer) -> np.ndarray:
 # -- what is there --------------------------------------------------------------------------------
 
 def test_controls_by_name_and_defaults(explorer):
-    assert set(NAMES) <= set(explorer.controls)
+    assert set(NAMES) <= set(explorer.controls) and set(NEW_NAMES) <= set(explorer.controls)
     c = explorer.controls
+    assert c["weights"].value == "random"
     assert (c["n_heads"].value, c["head_dim"].value, c["depth"].value, c["n_latents"].value) == (4, 16, 2, 8)
     assert c["context_length"].value == 257 and c["input_kind"].value == "image"
     # a drag must not re-run the model on every pixel
@@ -53,7 +62,8 @@ def test_controls_by_name_and_defaults(explorer):
         assert c[name].continuous_update is False, name
     assert list(c["device"].options) == pe.available_devices()
     assert c["device"].value == pe.pick_device()
-    assert list(c["input_kind"].options) == list(pe.INPUT_KINDS)
+    assert list(c["input_kind"].options) == [*pe.INPUT_KINDS, "scene"]
+    assert list(c["weights"].options) == ["random"] + [n for n in pe.PRETRAINED if n.startswith("scenes")]
 
 
 def test_first_view_and_status(explorer):
@@ -63,7 +73,8 @@ def test_first_view_and_status(explorer):
     png_pixels(explorer.views["head"].value)
     np.testing.assert_allclose(shown_map(explorer), trace.attentions[0][0, 0].numpy(), rtol=0, atol=0)
     status = explorer.status.value
-    for part in ("[1, 8, 64]", f"{explorer.run.n_params:,} parameters", "device cpu", "forward", " ms"):
+    for part in ("[1, 8, 64]", f"{explorer.run.n_params:,} parameters", "device cpu", "forward", " ms",
+                 "random weights, seed 0"):
         assert part in status, part
     assert explorer.run.n_params == sum(p.numel() for p in pe.PerceiverResampler(explorer.run.config).parameters())
 
@@ -143,7 +154,19 @@ def test_image_view_without_image_input_says_so(explorer):
     explorer.set(input_kind="random", context_length=100)
     explorer.show("image")
     texts = [t.get_text() for t in explorer.figures["image"].axes[0].texts]
-    assert any("Choose input 'image'" in t for t in texts)
+    assert any("Choose input 'scene' or 'image'" in t for t in texts)
+
+
+def test_image_view_draws_one_latent_over_the_photo(explorer):
+    explorer.set(layer=1, head=2, latent=3)
+    explorer.show("image")
+    fig = explorer.figures["image"]
+    top = fig.axes[0]
+    assert "layer 1, head 2, latent 3 on the photo" in top.get_title()
+    row = explorer.trace.attentions[1][0, 2, 3]  # [n]: CLS, 256 patches, 8 latents
+    np.testing.assert_allclose(top.images[-1].get_array(), row[1:257].reshape(16, 16).numpy(), atol=1e-6)
+    width, height = fig.get_size_inches() * fig.dpi
+    assert min(width, height) >= 600, "the photo view must be large enough to read its labels"
 
 
 # -- architecture changes rebuild and run once ----------------------------------------------------
@@ -209,7 +232,7 @@ def test_settings_at_construction_and_out_of_range_values():
 
 def test_seeded_weights_leave_the_learners_rng_alone():
     state = torch.get_rng_state()
-    a, b = pe.Explorer(seed=3), pe.Explorer(seed=3)
+    a, b = pe.Explorer(weights="random", seed=3), pe.Explorer(weights="random", seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a.run.output, b.run.output)
 
@@ -232,7 +255,7 @@ def test_image_input_needs_a_square_grid_plus_cls(explorer):
 
 
 def test_memory_budget_refuses_with_a_message():
-    explorer = pe.Explorer(memory_budget_mb=2)
+    explorer = pe.Explorer(weights="random", memory_budget_mb=2)
     png, runs, trace = explorer.views["head"].value, explorer.n_runs, explorer.trace
     explorer.controls["n_latents"].value = 128
     assert "budget of 2 MB" in explorer.message and "memory_budget_mb" in explorer.message
@@ -307,13 +330,15 @@ def rss_kb() -> int:
 def random_value(rng: random.Random, explorer, name):
     c = explorer.controls[name]
     if name == "context_length":  # valid and invalid image lengths, and the sizes learners pick
-        return rng.choice([1, 2, 10, 50, 65, 100, 145, 257])
+        return rng.choice([1, 2, 10, 50, 64, 65, 100, 145, 257])
     if name in ("n_latents",):
         return rng.choice([1, 4, 8, 16, 64, 128])  # 128 with a small budget is refused
     if name in ("qk_norm", "latents_in_kv"):
         return not c.value
-    if name in ("input_kind", "device"):
+    if name in ("input_kind", "device", "weights"):
         return rng.choice(list(c.options))
+    if name == "scene":
+        return rng.randrange(0, 100)
     if name == "seed":
         return rng.randrange(0, 1000)
     if name == "depth":
@@ -325,7 +350,7 @@ def random_value(rng: random.Random, explorer, name):
 def test_200_random_changes_raise_nothing_and_leak_nothing():
     rng = random.Random(0)
     explorer = pe.Explorer(memory_budget_mb=8)
-    names = list(NAMES) + ["latent", "tab", "tab"]
+    names = list(NAMES) + list(NEW_NAMES) + ["latent", "tab", "tab"]
 
     def change():
         name = rng.choice(names)
@@ -359,6 +384,8 @@ def test_200_random_changes_raise_nothing_and_leak_nothing():
     explorer.set(input_kind="structured", context_length=50, n_latents=4, depth=2, n_heads=2)
     assert explorer.message == "" and explorer.trace.attentions[0].shape == (1, 2, 4, 54)
     png_pixels(explorer.views["head"].value)
+    explorer.set(weights="scenes")  # and the trained model comes back whole
+    assert explorer.message == "" and explorer.run.weights == "scenes" and explorer.trace.context_length == 64
 
 
 def test_random_context_is_not_the_latents_themselves():
@@ -407,3 +434,133 @@ def test_a_new_view_is_one_registry_entry(monkeypatch):
     assert drawn == [0]
     explorer.controls["layer"].value = 1
     assert drawn == [0, 1] and explorer.figures["norms"].axes[0].get_title() == "latent norms after layer 1"
+
+
+# -- trained weights (issue 9): the first view means something ---------------------------------------
+
+def trained_trace(name: str, scene: int):
+    """What the explorer must show for a trained model: its resampler on held-out scene `scene`, run here."""
+    model = pe.pretrained(name)
+    images = pe.held_out_scenes(forward.N_SCENES)[scene].images  # [1, 32, 32]
+    with torch.no_grad():
+        _, trace = model.resampler(model.embed(images), return_trace=True)
+    return trace
+
+
+def test_the_default_is_the_trained_scenes_model_on_a_held_out_scene(trained):
+    c = trained.controls
+    assert c["weights"].value == "scenes" and c["input_kind"].value == "scene" and c["scene"].value == 0
+    model = pe.pretrained("scenes")
+    config = model.resampler.config
+    assert (c["n_heads"].value, c["head_dim"].value, c["depth"].value, c["n_latents"].value) == (
+        config.n_heads, config.head_dim, config.depth, config.n_latents)
+    assert (c["qk_norm"].value, c["latents_in_kv"].value) == (False, True)
+    assert c["context_length"].value == 64 and trained.trace.context_length == 64  # 8 x 8 patches, no CLS
+    expected = trained_trace("scenes", 0)
+    for shown, reference in zip(trained.trace.attentions, expected.attentions):
+        torch.testing.assert_close(shown, reference, rtol=0, atol=1e-6)
+    assert "trained weights 'scenes'" in trained.status.value and trained.note == "" and trained.message == ""
+    assert "held-out scene 0" in trained.describe()
+    np.testing.assert_array_equal(shown_map(trained), trained.trace.attentions[0][0, 0].numpy())
+
+
+def test_the_weights_control_switches_and_redraws(trained):
+    png, runs = trained.views["head"].value, trained.n_runs
+    trained.controls["weights"].value = "random"
+    assert trained.n_runs == runs + 1 and trained.run.weights == "random" and trained.message == ""
+    assert trained.views["head"].value != png
+    assert trained.controls["input_kind"].value == "scene" and trained.run.scene_index == 0  # same scene, untrained
+    assert "random weights, seed 0" in trained.status.value
+    trained.controls["weights"].value = "scenes"
+    assert trained.run.weights == "scenes" and trained.views["head"].value == png  # the same picture again
+
+
+def test_stepping_through_held_out_scenes(trained):
+    runs, before = trained.n_runs, trained.trace
+    trained.next_scene.click()
+    assert trained.controls["scene"].value == 1 and trained.n_runs == runs + 1 and trained.run.scene_index == 1
+    assert not torch.equal(trained.trace.attentions[0], before.attentions[0])
+    torch.testing.assert_close(trained.trace.attentions[1], trained_trace("scenes", 1).attentions[1], rtol=0, atol=1e-6)
+    trained.set(scene=99)
+    trained.next_scene.click()  # past the last one: back to the first
+    assert trained.controls["scene"].value == 0 and trained.run.scene_index == 0
+    trained.set(weights="random", input_kind="image")
+    runs = trained.n_runs
+    trained.controls["scene"].value = 5  # the photo does not read scenes: nothing to run again
+    assert trained.n_runs == runs
+
+
+@pytest.mark.parametrize("qk_norm, latents_in_kv", [(True, True), (False, False), (True, False)])
+def test_qk_norm_and_latents_in_kv_step_between_the_trained_variants(trained, qk_norm, latents_in_kv):
+    trained.set(qk_norm=qk_norm, latents_in_kv=latents_in_kv)
+    name = pe.scenes_variant(qk_norm, latents_in_kv)
+    assert trained.controls["weights"].value == name and trained.run.weights == name and trained.message == ""
+    assert f"trained variant {name!r}" in trained.status.value
+    expected = trained_trace(name, 0)
+    torch.testing.assert_close(trained.trace.attentions[-1], expected.attentions[-1], rtol=0, atol=1e-6)
+    assert trained.trace.n_keys == (64 + 8 if latents_in_kv else 64)
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("depth", 3, "depth 3 (trained: 2)"),
+    ("n_heads", 8, "n_heads 8 (trained: 4)"),
+    ("input_kind", "image", "the trained models read scenes, not input 'image'"),
+])
+def test_an_architecture_without_trained_weights_switches_to_random_and_says_so(trained, name, value, why):
+    runs = trained.n_runs
+    trained.controls[name].value = value
+    assert trained.n_runs == runs + 1 and trained.message == ""
+    assert trained.controls["weights"].value == "random" and trained.run.weights == "random"
+    assert why in trained.note and "switched to random weights" in trained.note
+    assert why in trained.status.value
+
+
+def test_choosing_trained_weights_sets_the_architecture_to_the_trained_one(explorer):
+    explorer.set(depth=6, n_heads=8, qk_norm=True, layer=5)
+    explorer.controls["weights"].value = "scenes-qknorm"
+    c = explorer.controls
+    assert (c["depth"].value, c["n_heads"].value, c["qk_norm"].value) == (2, 4, True)
+    assert c["input_kind"].value == "scene" and c["context_length"].value == 64
+    assert explorer.run.weights == "scenes-qknorm" and explorer.message == ""
+    assert c["layer"].value == 1 and c["layer"].max == 1  # clamped to the trained depth
+
+
+def test_a_trained_model_reads_a_larger_canvas(trained):
+    """Fourier positions: the same latents read a 40 x 40 canvas (10 x 10 patches); s changes, l stays."""
+    trained.controls["context_length"].value = 100
+    assert trained.message == "" and trained.run.weights == "scenes"
+    assert tuple(trained.trace.attentions[0].shape) == (1, 4, 8, 100 + 8)
+    assert tuple(trained.run.scene.images.shape) == (1, 40, 40)
+
+
+def test_a_bad_setting_with_trained_weights_keeps_the_last_view(trained):
+    png, runs, trace = trained.views["head"].value, trained.n_runs, trained.trace
+    trained.controls["context_length"].value = 65  # a photo's length, not a scene's
+    assert "context_length must be a square number of patches" in trained.message and "65" in trained.message
+    assert_kept(trained, png, runs, trace)
+
+
+def test_missing_trained_weights_are_a_message(trained, monkeypatch):
+    png, runs, trace = trained.views["head"].value, trained.n_runs, trained.trace
+
+    def missing(name):
+        raise FileNotFoundError(f"the weights of {name!r} are missing")
+
+    monkeypatch.setattr(forward, "trained_model", missing)
+    trained.controls["qk_norm"].value = True
+    assert "the weights of 'scenes-qknorm' are missing" in trained.message
+    assert_kept(trained, png, runs, trace)
+
+
+def test_the_image_view_draws_on_the_scene_canvas(trained):
+    trained.set(layer=1, head=2)
+    trained.show("image")
+    fig = trained.figures["image"]
+    panels = [ax for ax in fig.axes if ax.images and getattr(ax, "_colorbar", None) is None]
+    assert len(panels) == 2 * 8  # the chosen head and the heads' mean, for each of the 8 latents
+    assert all(ax.images[0].get_array().shape == (32, 32) for ax in panels)  # the 32 x 32 canvas, no CLS
+    assert [ax.get_title() for ax in panels[:8]] == [f"latent {j}" for j in range(8)]
+    context = trained.trace.attentions[1][0, 2, 0, :64]  # latent 0, head 2: 8 x 8 patches, row by row
+    expected = (context / context.sum()).reshape(8, 8).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    np.testing.assert_allclose(panels[0].images[0].get_array(), expected.numpy(), atol=1e-6)
+    assert "held-out scene 0" in fig._suptitle.get_text() and "trained 'scenes'" in fig._suptitle.get_text()

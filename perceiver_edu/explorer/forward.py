@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
 
 from ..config import ResamplerConfig
-from ..inputs import make_context
+from ..inputs import INPUT_KINDS, make_context
 from ..modules import PerceiverResampler
 from ..trace import Trace
 
 EMBED_DIM = 64  # e: fixed in the explorer; what changes the attention is h, d, l, s and depth
 MEMORY_BUDGET_MB = 200  # a setting whose trace and activations need more is refused with a message
+RANDOM = "random"  # the weights control's value for seeded random weights
+SCENE = "scene"  # the input of the trained scenes models: a held-out canvas of handwritten digits
+INPUTS = (*INPUT_KINDS, SCENE)  # what the explorer's input control offers
+N_SCENES = 100  # the held-out scenes the explorer steps through: pe.held_out_scenes(N_SCENES)[i]
 
 
 class Refused(ValueError):
@@ -41,7 +46,10 @@ class Run:
     output: Tensor  # [b, l, e], on the CPU
     trace: Trace  # everything on the CPU, ready to plot
     seconds: float  # the forward pass alone (synchronised on a GPU)
-    n_params: int
+    n_params: int  # the resampler's parameters
+    weights: str = RANDOM  # "random" (seeded by `seed`) or the name of a trained model (pe.PRETRAINED)
+    scene: Any = None  # with input "scene": the held-out scene (a Scenes of one: .images [1, H, W], .boxes, .labels)
+    scene_index: int | None = None  # which of pe.held_out_scenes(N_SCENES) it is
 
 
 def estimate_bytes(config: ResamplerConfig, context_length: int, batch: int = 1) -> int:
@@ -125,17 +133,106 @@ def traced(model: torch.nn.Module, context: Tensor, device: str) -> tuple[Tensor
     return output.cpu(), trace, seconds
 
 
-def run_forward(config: ResamplerConfig, *, input_kind: str = "image", context_length: int = 257, seed: int = 0,
-                device: str = "cpu") -> Run:
-    """Build the resampler with seeded weights, run it once on a seeded context, keep the trace.
+# -- trained weights and their input: held-out scenes ------------------------------------------------
 
-    The weights are drawn on the CPU from `seed` whatever the device, so the same settings give the
-    same model on a GPU and on the CPU and their results can be compared.
-    Raises ValueError for a context the settings cannot make (an image needs s = g*g + 1).
+def weight_names() -> tuple[str, ...]:
+    """What the weights control offers: "random", then every trained scenes model of pe.PRETRAINED.
+
+    ("digits" is left out: it reads one 8 x 8 digit, not a scene.)
     """
-    # The context is drawn from seed + 1: make_context(seed=k) and torch.manual_seed(k) start the same
-    # random stream, so with one seed the first l random context tokens would be the latents themselves.
-    context = _context(input_kind, context_length, config.embed_dim, seed + 1)  # [1, s, e]
+    try:
+        from ..pretrained import PRETRAINED
+    except ImportError:  # a package built without its trained examples: random weights only
+        return (RANDOM,)
+    return (RANDOM, *(name for name in PRETRAINED if name.startswith("scenes")))
+
+
+@functools.lru_cache(maxsize=8)
+def trained_model(name: str) -> torch.nn.Module:
+    """pe.pretrained(name), loaded once: switching back and forth between variants stays instant."""
+    from ..pretrained import pretrained
+
+    return pretrained(name)
+
+
+ARCHITECTURE_FIELDS = ("embed_dim", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv")
+
+
+def differences(config: ResamplerConfig, trained: ResamplerConfig) -> list[str]:
+    """The explorer's architecture fields where `config` is not the trained model's, as 'depth 3 (trained: 2)'."""
+    return [f"{field} {getattr(config, field)} (trained: {getattr(trained, field)})"
+            for field in ARCHITECTURE_FIELDS if getattr(config, field) != getattr(trained, field)]
+
+
+MIN_SCENE_SIDE = 7  # 7 x 7 patches of 4 pixels: a 28 x 28 canvas, the smallest that holds 4 digits of 8 x 8
+
+
+def scene_side(context_length: int) -> int:
+    """g for a scene context of g x g patches and no CLS token (64 -> 8); a clear error for other lengths."""
+    side = math.isqrt(max(context_length, 0))
+    if side * side != context_length or side < MIN_SCENE_SIDE:
+        nearest = sorted({max(side, MIN_SCENE_SIDE) ** 2, max(side + 1, MIN_SCENE_SIDE) ** 2})
+        raise ValueError(
+            f"context_length must be a square number of patches (g*g, at least {MIN_SCENE_SIDE ** 2}; e.g. 64 = 8 x 8 "
+            f"for the 32 x 32 scenes the models trained on, 100, 144) for scene input; got {context_length}. "
+            f"The nearest valid lengths are {nearest}"
+        )
+    return side
+
+
+@functools.lru_cache(maxsize=4)
+def _held_out(canvas: int) -> Any:
+    from ..pretrained import held_out_scenes
+
+    return held_out_scenes(N_SCENES, canvas=canvas)
+
+
+def held_out_scene(index: int, canvas: int) -> Any:
+    """Held-out scene `index` (0..N_SCENES-1) on a canvas x canvas canvas: pe.held_out_scenes(N_SCENES, canvas=...)[index]."""
+    if not 0 <= index < N_SCENES:
+        raise ValueError(f"scene must be between 0 and {N_SCENES - 1} (the explorer's held-out scenes); got {index}")
+    return _held_out(canvas)[index]
+
+
+def _scene_model(config: ResamplerConfig, seed: int, weights: str) -> torch.nn.Module:
+    """The SceneModel to run: trained (and matching `config`), or untrained with weights drawn from `seed`."""
+    if weights == RANDOM:
+        from ..scenes import SceneModel
+
+        with torch.random.fork_rng(devices=[]):  # seed the weights without touching the learner's RNG
+            torch.manual_seed(seed)
+            return SceneModel(config)
+    model = trained_model(weights)
+    differ = differences(config, model.resampler.config)
+    if differ:
+        raise ValueError(f"the trained model {weights!r} has another architecture: {', '.join(differ)}")
+    return model
+
+
+def run_forward(config: ResamplerConfig, *, input_kind: str = "image", context_length: int = 257, seed: int = 0,
+                device: str = "cpu", weights: str = RANDOM, scene: int = 0) -> Run:
+    """Build the resampler (seeded or trained weights), run it once on its context, keep the trace.
+
+    Random weights are drawn on the CPU from `seed` whatever the device, so the same settings give
+    the same model on a GPU and on the CPU and their results can be compared. With input "scene"
+    the context is held-out scene number `scene`, cut into s = g*g patches by the scene model's own
+    embedding (trained, or seeded like the rest); any other input is `make_context`'s, for random
+    weights only. Raises ValueError for a context the settings cannot make (an image needs
+    s = g*g + 1, a scene s = g*g) and for trained weights that do not fit the settings.
+    """
+    if input_kind == SCENE:
+        model = _scene_model(config, seed, weights)
+        the_scene = held_out_scene(scene, scene_side(context_length) * model.patch_size)
+        with torch.no_grad():
+            context = model.embed(the_scene.images)  # [1, s, e]
+        output, trace, seconds = traced(model.resampler, context, device)
+        n_params = sum(p.numel() for p in model.resampler.parameters())
+        return Run(config, input_kind, context_length, seed, str(device), output, trace, seconds, n_params,
+                   weights, the_scene, scene)
+    if weights != RANDOM:
+        raise ValueError(f"the trained model {weights!r} reads scenes: input_kind must be {SCENE!r} with "
+                         f"weights={weights!r}; got {input_kind!r}")
+    context = _context(input_kind, context_length, config.embed_dim, seed)  # [1, s, e]
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the learner's RNG
         torch.manual_seed(seed)
         model = PerceiverResampler(config)

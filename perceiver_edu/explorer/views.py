@@ -12,11 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
+import torch
 from matplotlib.figure import Figure
 
 from .. import viz
 from ..inputs import grid_side, sample_image
-from .forward import Run
+from .forward import SCENE, Run
 from .render import message_figure
 
 
@@ -97,13 +98,40 @@ def draw_entropy(fig: Figure, run: Run, pick: Pick) -> None:
 
 
 def draw_image(fig: Figure, run: Run, pick: Pick) -> None:
-    if run.input_kind != "image":
-        message_figure(fig, "attention on the image", "Choose input 'image' to see the attention on the photo's patches.")
+    """Attention on the picture: the scene's canvas (all latents of a head), or the photo (one latent)."""
+    if run.input_kind == SCENE:
+        _draw_on_scene(fig, run, pick)
         return
+    if run.input_kind != "image":
+        fig.set_size_inches(6.4, 3.0)
+        message_figure(fig, "attention on the image",
+                       "Choose input 'scene' or 'image' to see the attention on the picture's patches.")
+        return
+    fig.set_size_inches(6.4, 6.4)  # 640 x 640 pixels at viz.DPI: the patches and the bar labels readable
     s = run.trace.context_length
     row = run.trace.attentions[pick.layer][0, pick.head, pick.latent]  # [n]
     viz.plot_attention_on_image(row, sample_image(grid_side(s)), context_length=s, fig=fig,
                                 title=f"layer {pick.layer}, head {pick.head}, latent {pick.latent} on the photo")
+
+
+SCENE_LATENTS = 8  # latents drawn side by side on a scene; the latent slider pages through more
+
+
+def _draw_on_scene(fig: Figure, run: Run, pick: Pick) -> None:
+    """Each latent's attention over the scene's g x g patches (no CLS): the chosen head, and all heads' mean."""
+    s = run.trace.context_length
+    attn = run.trace.attentions[pick.layer][0, :, :, :s]  # [h, l, s]: the context part, patches row by row
+    first = pick.latent // SCENE_LATENTS * SCENE_LATENTS
+    latents = list(range(first, min(first + SCENE_LATENTS, attn.shape[1])))
+    maps = torch.stack([attn[pick.head], attn.mean(dim=0)])  # [2, l, s]
+    fig.set_size_inches(1.75 * len(latents) + 1.5, 1.95 * 2 + 1.2)  # viz's panel size, two rows
+    scene = run.scene
+    weights = "random weights" if run.weights == "random" else f"trained {run.weights!r}"
+    viz.plot_latents_on_scene(
+        maps, scene.images[0], boxes=scene.boxes[0], labels=scene.labels[0], latents=latents,
+        row_labels=[f"head {pick.head}", "mean of heads"], fig=fig,
+        title=(f"layer {pick.layer}: where each latent looks on held-out scene {run.scene_index} ({weights}); "
+               f"share of its attention on the context, per patch"))
 
 
 # -- the registry: the order is the order of the tabs; only the visible tab is drawn ----------------
@@ -113,5 +141,5 @@ VIEWS: tuple[View, ...] = (
     View("heads", "heads of the layer", (10, 3.2), ("layer",), draw_heads),
     View("share", "context vs latents", (10, 4.2), (), draw_share),
     View("entropy", "entropy", (10, 4.2), (), draw_entropy),
-    View("image", "on the image", (5.6, 5.6), ("layer", "head", "latent"), draw_image),
+    View("image", "on the image", (6.4, 6.4), ("layer", "head", "latent"), draw_image),
 )

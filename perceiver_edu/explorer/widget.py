@@ -23,28 +23,34 @@ from matplotlib.figure import Figure
 
 from ..config import ResamplerConfig
 from ..device import available_devices, pick_device
-from ..inputs import INPUT_KINDS, grid_side
+from ..inputs import grid_side
 from ..trace import Trace
 from . import forward
-from .forward import EMBED_DIM, MEMORY_BUDGET_MB, Run
+from .forward import EMBED_DIM, INPUTS, MEMORY_BUDGET_MB, N_SCENES, RANDOM, SCENE, Run
 from .render import Painter
 from . import views as registry
 from .views import Pick
 
 # Every control, its default, and what changing it costs. The defaults are the config a learner
 # meets first: IDEFICS' shape of input (257 tokens of a real photo), scaled down to redraw instantly.
-DEFAULTS: dict[str, Any] = dict(
+# The first view is the trained scenes model on a held-out scene, so that it means something; its
+# architecture controls follow the trained model. With random weights the explorer starts from
+# IDEFICS' shape of input instead (257 tokens of a real photo), scaled down to redraw instantly.
+DEFAULTS: dict[str, Any] = dict(weights="scenes", scene=0, seed=0, layer=0, head=0, latent=0)
+RANDOM_DEFAULTS: dict[str, Any] = dict(
     n_heads=4, head_dim=16, depth=2, n_latents=8, context_length=257, qk_norm=False, latents_in_kv=True,
-    input_kind="image", seed=0, layer=0, head=0, latent=0,
+    input_kind="image",
 )
-ARCHITECTURE = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv",
-                "input_kind", "seed", "device")
+ARCHITECTURE = ("weights", "n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv",
+                "input_kind", "scene", "seed", "device")
 VIEW = ("layer", "head", "latent")
+# the context length each input falls back to when the current one does not fit it
+FALLBACK_LENGTH = {"image": 257, SCENE: 64}
 
 
 # -- the widget -----------------------------------------------------------------------------------
 
-def _controls(devices: list[str], device: str) -> dict[str, w.Widget]:
+def _controls(devices: list[str], device: str, weights: tuple[str, ...]) -> dict[str, w.Widget]:
     """The controls, by the names in DESIGN.md. Sliders fire when released, not on every pixel of a drag."""
     style = {"description_width": "100px"}
     box = w.Layout(width="300px")
@@ -54,6 +60,8 @@ def _controls(devices: list[str], device: str) -> dict[str, w.Widget]:
                            style=style, layout=box, tooltip=tooltip)
 
     return {
+        "weights": w.Dropdown(options=list(weights), description="weights", style=style, layout=box,
+                              tooltip="random (seeded), or a model trained on scenes of digits (pe.pretrained)"),
         "n_heads": slider("heads h", 1, 16, tooltip="attention heads per block"),
         "head_dim": slider("head dim d", 4, 128, 4, tooltip="width of each head"),
         "depth": slider("depth", 1, 12, tooltip="number of blocks (attention + MLP)"),
@@ -63,23 +71,27 @@ def _controls(devices: list[str], device: str) -> dict[str, w.Widget]:
         "qk_norm": w.Checkbox(description="QK-norm", indent=False, tooltip="LayerNorm over d on q and k"),
         "latents_in_kv": w.Checkbox(description="latents in keys/values", indent=False,
                                     tooltip="the Flamingo detail: latents also attend to themselves"),
-        "input_kind": w.Dropdown(options=list(INPUT_KINDS), description="input", style=style, layout=box),
+        "input_kind": w.Dropdown(options=list(INPUTS), description="input", style=style, layout=box),
+        "scene": w.BoundedIntText(min=0, max=N_SCENES - 1, description="scene", style=style,
+                                  layout=w.Layout(width="220px"),
+                                  tooltip=f"which held-out scene, pe.held_out_scenes({N_SCENES})[i]: never trained on"),
         "seed": w.BoundedIntText(min=0, max=2**31 - 1, description="seed", continuous_update=False, style=style,
-                                 layout=box, tooltip="seeds the weights and the context"),
+                                 layout=box, tooltip="seeds the random weights and the random, structured or image context"),
         "device": w.Dropdown(options=devices, value=device, description="device", style=style, layout=box),
         "layer": slider("layer", 0, 1),
         "head": slider("head", 0, 3),
-        "latent": slider("latent (image)", 0, 7, tooltip="which latent's row the image view shows"),
+        "latent": slider("latent (image)", 0, 7, tooltip="which latent the image view shows (on a scene: from which 8)"),
     }
 
 
 class Explorer:
     """The ipywidgets explorer. Display it (last expression of a cell) to see the whole UI.
 
-    controls    dict name -> widget: n_heads, head_dim, depth, n_latents, context_length, qk_norm,
-                latents_in_kv, input_kind, seed, device, layer, head (and latent, for the image view)
+    controls    dict name -> widget: weights, n_heads, head_dim, depth, n_latents, context_length, qk_norm,
+                latents_in_kv, input_kind, scene, seed, device, layer, head (and latent, for the image view)
     run         the last successful Run (its .trace is what the views show)
     message     why the last setting was refused ("" when it ran)
+    note        what the explorer changed by itself on the last change (e.g. switched to random weights)
     n_runs      forward passes so far; n_renders: figures drawn so far (both only grow)
     views       dict view -> ipywidgets.Image holding the PNG; figures: the Figure each view reuses
     tab_views   the entries of views.VIEWS this explorer shows, in tab order
@@ -87,13 +99,14 @@ class Explorer:
 
     def __init__(self, *, embed_dim: int = EMBED_DIM, memory_budget_mb: float = MEMORY_BUDGET_MB,
                  **settings: Any) -> None:
-        unknown = sorted(set(settings) - set(DEFAULTS) - {"device"})
+        unknown = sorted(set(settings) - set(ARCHITECTURE) - set(VIEW))
         if unknown:
             raise TypeError(f"Explorer got unknown setting(s) {unknown}; settings are {sorted(ARCHITECTURE + VIEW)}")
         self.embed_dim = embed_dim
         self.memory_budget = int(memory_budget_mb * 2**20)
         self.run: Run | None = None
         self.message = ""
+        self.note = ""
         self.n_runs = 0
         self.n_renders = 0
         self._holding = False
@@ -106,7 +119,11 @@ class Explorer:
         if "device" in settings and settings["device"] not in devices:
             raise ValueError(f"device must be one of the devices available here, {devices}; "
                              f"got {settings['device']!r}")
-        self.controls = _controls(devices, device)
+        self.controls = _controls(devices, device, forward.weight_names())
+        self.next_scene = w.Button(description="next scene", layout=w.Layout(width="90px"),
+                                   tooltip="step to the next held-out scene")
+        self.next_scene.add_class("pe-next-scene")
+        self.next_scene.on_click(lambda _: self._step_scene())
 
         self.tab_views = registry.VIEWS  # the registry as it was when this explorer was made
         self._painters = {view.key: Painter(view) for view in self.tab_views}
@@ -125,11 +142,16 @@ class Explorer:
         self.ui = self._layout()
 
         for name in ARCHITECTURE:
-            self.controls[name].observe(self._guarded(self._rebuild), names="value")
+            self.controls[name].observe(self._guarded(lambda name=name: self._changed({name})), names="value")
         for name in VIEW:
             self.controls[name].observe(self._guarded(self._redraw), names="value")
         self.tabs.observe(self._guarded(self._redraw), names="selected_index")
-        self.set(**{**DEFAULTS, **settings})  # the first run; a setting that cannot run says why
+        first = {**DEFAULTS, **settings}
+        if first["weights"] not in self.controls["weights"].options:  # the trained files are missing
+            first["weights"] = RANDOM
+        if first["weights"] == RANDOM:
+            first = {**RANDOM_DEFAULTS, **first}
+        self.set(**first)  # the first run; a setting that cannot run says why
 
     # -- layout -----------------------------------------------------------------------------------
     def _layout(self) -> w.VBox:
@@ -141,10 +163,12 @@ class Explorer:
         header = w.HTML("<b>Perceiver Resampler explorer</b>: change the architecture or the input and the "
                         "model is rebuilt and run once; change layer, head or tab and the stored trace is redrawn.")
         controls = w.HBox([
-            column("architecture", ["n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
+            column("architecture", ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
             column("input and device", ["input_kind", "context_length", "seed", "device"]),
             column("what to show", ["layer", "head", "latent"]),
         ])
+        # the scene stepper sits under the input: a number to type and a button for the next one
+        controls.children[1].children += (w.HBox([c["scene"], self.next_scene]),)
         ui = w.VBox([header, controls, self.status, self.problem, self.tabs])
         ui.add_class("pe-explorer")
         return ui
@@ -172,7 +196,7 @@ class Explorer:
             for name, value in architecture.items():
                 self.controls[name].value = value
         if architecture:  # first the new model, so that e.g. layer=5 fits the new depth
-            self._guarded(lambda: self._rebuild(draw=False))()
+            self._guarded(lambda: self._changed(set(architecture), draw=False))()
         view = {k: v for k, v in values.items() if k not in architecture}
         for name, value in view.items():
             self._check_value(name, value)
@@ -244,18 +268,76 @@ class Explorer:
     def _settings(self) -> dict[str, Any]:
         return {name: self.controls[name].value for name in ARCHITECTURE}
 
+    def _step_scene(self) -> None:
+        scene = self.controls["scene"]
+        scene.value = (scene.value + 1) % N_SCENES
+
+    def _changed(self, changed: set[str], draw: bool = True) -> None:
+        """Controls in `changed` were set: keep the weights and the other controls consistent, then run."""
+        c = self.controls
+        if changed <= {"scene"} and c["input_kind"].value != SCENE:
+            return  # the scene is the input only with input "scene"; nothing to run again
+        with self._hold():
+            self.note = self._couple(changed)
+        self._rebuild(draw)
+
+    def _couple(self, changed: set[str]) -> str:
+        """Make the controls fit each other after `changed` were set; say what was changed by hand.
+
+        Trained weights decide the architecture: choosing them sets the architecture controls
+        (those not set in the same call) to the trained model's. QK-norm and latents-in-kv then
+        step between the trained variants; any other architecture or input change, which has no
+        trained weights, switches to random weights, and the returned note says so.
+        """
+        c = self.controls
+        weights = c["weights"].value
+        if "input_kind" in changed and "context_length" not in changed:
+            kind, length = c["input_kind"].value, c["context_length"].value
+            if kind in FALLBACK_LENGTH and not _fits(kind, length):
+                c["context_length"].value = FALLBACK_LENGTH[kind]
+        if weights == RANDOM:
+            return ""
+        if "weights" in changed:  # chosen: the controls follow the trained model
+            trained = forward.trained_model(weights).resampler.config
+            for name in ("n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"):
+                if name not in changed:
+                    c[name].value = getattr(trained, name)
+            if "input_kind" not in changed:
+                c["input_kind"].value = SCENE
+            if "context_length" not in changed and not _fits(SCENE, c["context_length"].value):
+                c["context_length"].value = FALLBACK_LENGTH[SCENE]
+        if c["input_kind"].value != SCENE:
+            c["weights"].value = RANDOM
+            return (f"the trained models read scenes, not input {c['input_kind'].value!r}: "
+                    f"switched to random weights (seed {c['seed'].value})")
+        from ..pretrained import scenes_variant  # here: the trained examples load only when used
+
+        variant = scenes_variant(c["qk_norm"].value, c["latents_in_kv"].value)
+        differ = forward.differences(self._config(), forward.trained_model(variant).resampler.config)
+        if differ:
+            c["weights"].value = RANDOM
+            return f"no trained weights for {', '.join(differ)}: switched to random weights (seed {c['seed'].value})"
+        if variant != weights:
+            c["weights"].value = variant
+            return f"QK-norm {c['qk_norm'].value}, latents in kv {c['latents_in_kv'].value}: trained variant {variant!r}"
+        return ""
+
+    def _config(self) -> ResamplerConfig:
+        s = self._settings()
+        return ResamplerConfig(embed_dim=self.embed_dim, depth=s["depth"], n_heads=s["n_heads"],
+                               head_dim=s["head_dim"], n_latents=s["n_latents"], qk_norm=s["qk_norm"],
+                               latents_in_kv=s["latents_in_kv"])
+
     def _rebuild(self, draw: bool = True) -> None:
         """Architecture or input changed: check, build, run once, then redraw the visible view."""
         s = self._settings()
         try:
-            config = ResamplerConfig(embed_dim=self.embed_dim, depth=s["depth"], n_heads=s["n_heads"],
-                                     head_dim=s["head_dim"], n_latents=s["n_latents"], qk_norm=s["qk_norm"],
-                                     latents_in_kv=s["latents_in_kv"])
+            config = self._config()
             forward.check_budget(config, s["context_length"], self.memory_budget)
             if s["input_kind"] == "image":
                 grid_side(s["context_length"])  # the learner's message about g*g + 1, before any work
             run = forward.run_forward(config, input_kind=s["input_kind"], context_length=s["context_length"],
-                              seed=s["seed"], device=s["device"])
+                                      seed=s["seed"], device=s["device"], weights=s["weights"], scene=s["scene"])
         except (ValueError, TypeError) as exc:  # a setting that cannot be: the message names the argument
             self._refuse(str(exc))
             return
@@ -272,7 +354,7 @@ class Explorer:
             for name, top in (("layer", config.depth - 1), ("head", config.n_heads - 1),
                               ("latent", config.n_latents - 1)):
                 self.controls[name].max = top
-        self.status.value = self._status_html(run)
+        self.status.value = self._status_html(run, self.note)
         if draw:
             self._redraw()
 
@@ -314,14 +396,29 @@ class Explorer:
         if run is None:
             return "nothing run yet"
         c = run.config
+        what = f"held-out scene {run.scene_index}" if run.input_kind == SCENE else f"{run.input_kind} input"
         return (f"depth {c.depth}, {c.n_heads} heads of {c.head_dim}, {c.n_latents} latents, "
-                f"{run.input_kind} input of {run.context_length} tokens, qk_norm={c.qk_norm}, "
-                f"latents_in_kv={c.latents_in_kv}, seed {run.seed}, {run.device}")
+                f"{what} of {run.context_length} tokens, qk_norm={c.qk_norm}, "
+                f"latents_in_kv={c.latents_in_kv}, {_weights_text(run)}, {run.device}")
 
     @staticmethod
-    def _status_html(run: Run) -> str:
+    def _status_html(run: Run, note: str = "") -> str:
         shape = list(run.output.shape)
         t = run.trace
-        return (f"<span style='font-family:monospace'>output [b, l, e] = {shape} · {run.n_params:,} parameters · "
-                f"device {escape(run.device)} · forward {run.seconds * 1e3:.1f} ms · attention [b, h, l, n] = "
-                f"{list(t.attentions[0].shape)} per layer</span>")
+        said = f"<br><b style='color:#8a5a00'>{escape(note, quote=False)}</b>" if note else ""
+        return (f"<span style='font-family:monospace'>{escape(_weights_text(run), quote=False)} · output [b, l, e] = {shape} · "
+                f"{run.n_params:,} parameters · device {escape(run.device)} · forward {run.seconds * 1e3:.1f} ms · "
+                f"attention [b, h, l, n] = {list(t.attentions[0].shape)} per layer</span>{said}")
+
+
+def _weights_text(run: Run) -> str:
+    return f"random weights, seed {run.seed}" if run.weights == RANDOM else f"trained weights {run.weights!r}"
+
+
+def _fits(kind: str, context_length: int) -> bool:
+    """Whether an input of this kind can have this many tokens (g*g + 1 for a photo, g*g for a scene)."""
+    try:
+        grid_side(context_length) if kind == "image" else forward.scene_side(context_length) if kind == SCENE else None
+    except ValueError:
+        return False
+    return True
