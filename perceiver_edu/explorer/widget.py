@@ -73,7 +73,7 @@ def _controls(devices: list[str], device: str, weights: tuple[str, ...]) -> dict
                                     tooltip="the Flamingo detail: latents also attend to themselves"),
         "input_kind": w.Dropdown(options=list(INPUTS), description="input", style=style, layout=box),
         "scene": w.BoundedIntText(min=0, max=N_SCENES - 1, description="scene", style=style,
-                                  layout=w.Layout(width="220px"),
+                                  layout=w.Layout(width="190px"),
                                   tooltip=f"which held-out scene, pe.held_out_scenes({N_SCENES})[i]: never trained on"),
         "seed": w.BoundedIntText(min=0, max=2**31 - 1, description="seed", continuous_update=False, style=style,
                                  layout=box, tooltip="seeds the random weights and the random, structured or image context"),
@@ -120,7 +120,7 @@ class Explorer:
             raise ValueError(f"device must be one of the devices available here, {devices}; "
                              f"got {settings['device']!r}")
         self.controls = _controls(devices, device, forward.weight_names())
-        self.next_scene = w.Button(description="next scene", layout=w.Layout(width="90px"),
+        self.next_scene = w.Button(description="next scene", layout=w.Layout(width="110px"),
                                    tooltip="step to the next held-out scene")
         self.next_scene.add_class("pe-next-scene")
         self.next_scene.on_click(lambda _: self._step_scene())
@@ -160,10 +160,11 @@ class Explorer:
             return w.VBox([w.HTML(f"<b>{title}</b>")] + [c[n] for n in names],
                           layout=w.Layout(width="320px", margin="0 16px 0 0"))
 
-        header = w.HTML("<b>Perceiver Resampler explorer</b>: change the architecture or the input and the "
-                        "model is rebuilt and run once; change layer, head or tab and the stored trace is redrawn.")
+        header = w.HTML("<b>Perceiver Resampler explorer</b>: change the weights, the architecture or the input and "
+                        "the model is built (or loaded) and run once; change layer, head or tab and the stored trace "
+                        "is redrawn.")
         controls = w.HBox([
-            column("architecture", ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
+            column("weights and architecture", ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
             column("input and device", ["input_kind", "context_length", "seed", "device"]),
             column("what to show", ["layer", "head", "latent"]),
         ])
