@@ -461,7 +461,8 @@ def test_the_default_is_the_trained_scenes_model_on_a_held_out_scene(trained):
         torch.testing.assert_close(shown, reference, rtol=0, atol=1e-6)
     assert "trained weights 'scenes'" in trained.status.value and trained.note == "" and trained.message == ""
     assert "held-out scene 0" in trained.describe()
-    np.testing.assert_array_equal(shown_map(trained), trained.trace.attentions[0][0, 0].numpy())
+    assert c["layer"].value == config.depth - 1  # the last layer, where the latents find the objects
+    np.testing.assert_array_equal(shown_map(trained), trained.trace.attentions[-1][0, 0].numpy())
 
 
 def test_the_weights_control_switches_and_redraws(trained):

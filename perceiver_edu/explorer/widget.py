@@ -36,7 +36,7 @@ from .views import Pick
 # The first view is the trained scenes model on a held-out scene, so that it means something; its
 # architecture controls follow the trained model. With random weights the explorer starts from
 # IDEFICS' shape of input instead (257 tokens of a real photo), scaled down to redraw instantly.
-DEFAULTS: dict[str, Any] = dict(weights="scenes", scene=0, seed=0, layer=0, head=0, latent=0)
+DEFAULTS: dict[str, Any] = dict(weights="scenes", scene=0, seed=0, layer=0, head=0, latent=0)  # layer: see __init__
 RANDOM_DEFAULTS: dict[str, Any] = dict(
     n_heads=4, head_dim=16, depth=2, n_latents=8, context_length=257, qk_norm=False, latents_in_kv=True,
     input_kind="image",
@@ -151,6 +151,8 @@ class Explorer:
             first["weights"] = RANDOM
         if first["weights"] == RANDOM:
             first = {**RANDOM_DEFAULTS, **first}
+        elif "layer" not in settings:  # a trained model opens on its last layer, where the latents find objects
+            first["layer"] = forward.trained_model(first["weights"]).resampler.config.depth - 1
         self.set(**first)  # the first run; a setting that cannot run says why
 
     # -- layout -----------------------------------------------------------------------------------
