@@ -223,7 +223,7 @@ def run_forward(config: ResamplerConfig, *, input_kind: str = "image", context_l
     if input_kind == SCENE:
         model = _scene_model(config, seed, weights)
         the_scene = held_out_scene(scene, scene_side(context_length) * model.patch_size)
-        with torch.no_grad():
+        with torch.no_grad(), _few_threads(config, context_length, "cpu"):  # a small conv: one thread is faster
             context = model.embed(the_scene.images)  # [1, s, e]
         output, trace, seconds = traced(model.resampler, context, device)
         n_params = sum(p.numel() for p in model.resampler.parameters())
