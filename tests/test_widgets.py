@@ -390,7 +390,8 @@ def test_200_random_changes_raise_nothing_and_leak_nothing():
 
 def test_random_context_is_not_the_latents_themselves():
     """One seed sets both the weights and the context; they must not come from the same random numbers."""
-    run = forward.run_forward(pe.ResamplerConfig(embed_dim=64, n_latents=8), input_kind="random", context_length=20, seed=0)
+    config = pe.ResamplerConfig(embed_dim=64, n_latents=8)
+    run = forward.run_forward(config, input_kind="random", context_length=20, seed=0)
     attn = run.trace.attentions[0][0, 0]  # [l, n]: keys 0..19 context, 20..27 latents
     for i in range(8):
         assert not torch.allclose(attn[:, i], attn[:, 20 + i]), f"context token {i} has the key of latent {i}"
@@ -424,7 +425,7 @@ def test_a_new_view_is_one_registry_entry(monkeypatch):
 
     entry = views.View("norms", "latent norms", (4, 3), ("layer",), draw_latent_norms)
     monkeypatch.setattr(views, "VIEWS", views.VIEWS + (entry,))
-    explorer = pe.Explorer()
+    explorer = pe.Explorer(weights="random")  # opens on layer 0
     assert "norms" in explorer.views and "norms" in explorer.figures and explorer.tabs.titles[-1] == "latent norms"
     assert drawn == []  # not visible yet: not drawn
     explorer.show("norms")

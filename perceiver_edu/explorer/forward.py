@@ -188,7 +188,10 @@ def _held_out(canvas: int) -> Any:
 
 
 def held_out_scene(index: int, canvas: int) -> Any:
-    """Held-out scene `index` (0..N_SCENES-1) on a canvas x canvas canvas: pe.held_out_scenes(N_SCENES, canvas=...)[index]."""
+    """Held-out scene `index` (0..N_SCENES-1) on a square canvas of `canvas` pixels.
+
+    The same scene as pe.held_out_scenes(N_SCENES, canvas=canvas)[index].
+    """
     if not 0 <= index < N_SCENES:
         raise ValueError(f"scene must be between 0 and {N_SCENES - 1} (the explorer's held-out scenes); got {index}")
     return _held_out(canvas)[index]

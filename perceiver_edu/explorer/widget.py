@@ -76,11 +76,13 @@ def _controls(devices: list[str], device: str, weights: tuple[str, ...]) -> dict
                                   layout=w.Layout(width="190px"),
                                   tooltip=f"which held-out scene, pe.held_out_scenes({N_SCENES})[i]: never trained on"),
         "seed": w.BoundedIntText(min=0, max=2**31 - 1, description="seed", continuous_update=False, style=style,
-                                 layout=box, tooltip="seeds the random weights and the random, structured or image context"),
+                                 layout=box,
+                                 tooltip="seeds the random weights and the random, structured or image context"),
         "device": w.Dropdown(options=devices, value=device, description="device", style=style, layout=box),
         "layer": slider("layer", 0, 1),
         "head": slider("head", 0, 3),
-        "latent": slider("latent (image)", 0, 7, tooltip="which latent the image view shows (on a scene: from which 8)"),
+        "latent": slider("latent (image)", 0, 7,
+                         tooltip="which latent the image view shows (on a scene: from which 8)"),
     }
 
 
@@ -166,7 +168,8 @@ class Explorer:
                         "the model is built (or loaded) and run once; change layer, head or tab and the stored trace "
                         "is redrawn.")
         controls = w.HBox([
-            column("weights and architecture", ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
+            column("weights and architecture",
+                   ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
             column("input and device", ["input_kind", "context_length", "seed", "device"]),
             column("what to show", ["layer", "head", "latent"]),
         ])
@@ -322,7 +325,8 @@ class Explorer:
             return f"no trained weights for {', '.join(differ)}: switched to random weights (seed {c['seed'].value})"
         if variant != weights:
             c["weights"].value = variant
-            return f"QK-norm {c['qk_norm'].value}, latents in kv {c['latents_in_kv'].value}: trained variant {variant!r}"
+            return (f"QK-norm {c['qk_norm'].value}, latents in kv {c['latents_in_kv'].value}: "
+                    f"trained variant {variant!r}")
         return ""
 
     def _config(self) -> ResamplerConfig:
@@ -409,8 +413,9 @@ class Explorer:
         shape = list(run.output.shape)
         t = run.trace
         said = f"<br><b style='color:#8a5a00'>{escape(note, quote=False)}</b>" if note else ""
-        return (f"<span style='font-family:monospace'>{escape(_weights_text(run), quote=False)} · output [b, l, e] = {shape} · "
-                f"{run.n_params:,} parameters · device {escape(run.device)} · forward {run.seconds * 1e3:.1f} ms · "
+        return (f"<span style='font-family:monospace'>{escape(_weights_text(run), quote=False)} · "
+                f"output [b, l, e] = {shape} · {run.n_params:,} parameters · device {escape(run.device)} · "
+                f"forward {run.seconds * 1e3:.1f} ms · "
                 f"attention [b, h, l, n] = {list(t.attentions[0].shape)} per layer</span>{said}")
 
 
