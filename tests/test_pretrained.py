@@ -62,7 +62,8 @@ def test_the_trained_scenes_model_reads_its_held_out_scenes():
     model = pe.pretrained("scenes")
     scenes = pe.held_out_scenes(40, seed=7)
     figures = S.evaluate(model, scenes)
-    initial = S.evaluate(S.init_scene_model(model.config, P.pretrained_info("scenes")["seed"]), scenes)
+    info = P.pretrained_info("scenes")
+    initial = S.evaluate(S.init_scene_model(model.config, info["seed"], **info["model"]), scenes)
     # far above what the same architecture does before training
     assert figures["object_accuracy"] > initial["object_accuracy"] + 30
     assert figures["object_coverage"] > initial["object_coverage"] + 30
