@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py
 
-Runs `perceiver_edu.widgets.run_forward` (what the explorer runs on every architecture change)
+Runs `perceiver_edu.explorer.forward.run_forward` (what the explorer runs on every architecture change)
 on the GPU and on the CPU with the same seeded weights and context, prints the largest
 difference of the attention maps and outputs and the forward times, then FastResampler against
 the step model on CUDA at the IDEFICS-9B shape (time, float32 difference, float16 / bfloat16
@@ -18,7 +18,7 @@ import sys
 import torch
 
 import perceiver_edu as pe
-from perceiver_edu.widgets import run_forward
+from perceiver_edu.explorer.forward import run_forward
 
 # the explorer's default, a deep QK-norm model, plain cross-attention, and the IDEFICS-9B shape
 SETTINGS = [

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .inputs import grid_side
 
-DPI = 90  # moderate: notebooks keep their figures as png, and stay small on GitHub
+DPI = 100  # one resolution for every figure of the project: chapters, README pictures and the explorer
 CMAP = "viridis"  # attention weight: dark = ignored, bright = looked at
 DIVIDER = dict(color="white", linewidth=1.5, linestyle="--")
 
@@ -92,10 +92,6 @@ def _draw_map(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bo
     n_keys = attn.shape[1]
     if context_length < n_keys:
         ax.axvline(context_length - 0.5, **DIVIDER)
-        # name the two parts of the key axis above the map, so the divider explains itself
-        ax.text(context_length / 2, -0.7, "context", ha="center", va="bottom", fontsize=8)
-        ax.text(context_length + (n_keys - context_length) / 2 - 0.5, -0.7, "latents", ha="center", va="bottom",
-                fontsize=8)
     if xlabel:
         ax.set_xlabel(f"key n (context 0..{context_length - 1}" + (f" | latents {context_length}..{n_keys - 1})"
                                                                    if context_length < n_keys else ")"))
@@ -104,49 +100,142 @@ def _draw_map(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bo
     return image
 
 
+def _draw_zoom(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bool = True) -> None:
+    """The keys right of the divider, widened: at s = 257 the l latent columns are 3 % of the full map."""
+    keys = attn[:, context_length:]  # [l, n - s]
+    ax.imshow(keys, aspect="auto", cmap=CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
+    ax.set_xticks(range(keys.shape[1]), [str(i) for i in range(keys.shape[1])], fontsize=7)
+    ax.tick_params(labelleft=False)
+    ax.set_title("latents' keys\n(zoomed)", fontsize=8)
+    if xlabel:
+        ax.set_xlabel("latent key")
+
+
+def _map_grid(fig: Figure, rows: int, cols: int, zoomed: bool):
+    """A gridspec of rows x cols maps; with `zoomed` each map has a narrow column right of it for its zoom."""
+    if not zoomed:
+        return fig.add_gridspec(rows, cols)
+    return fig.add_gridspec(rows, 2 * cols, width_ratios=[5, 1.1] * cols)
+
+
+def _map_panel(fig: Figure, grid, row: int, col: int, attn: np.ndarray, context_length: int, vmax: float, *,
+               xlabel: bool = True, ylabel: bool = True):
+    """Map number (row, col) of a `_map_grid`, and right of it the latents' own keys zoomed when they are keys.
+
+    Returns (map axes, zoom axes or None, image). Both share the colour scale [0, vmax] and the rows.
+    """
+    zoomed = context_length < attn.shape[1]
+    ax = fig.add_subplot(grid[row, 2 * col] if zoomed else grid[row, col])
+    zoom = fig.add_subplot(grid[row, 2 * col + 1], sharey=ax) if zoomed else None
+    image = _draw_map(ax, attn, context_length, vmax, xlabel=xlabel, ylabel=ylabel)
+    if zoom is not None:
+        _draw_zoom(zoom, attn, context_length, vmax, xlabel=xlabel)
+    ax._pe_zoom = zoom  # update_attention_map finds the zoom panel of a map here
+    return ax, zoom, image
+
+
 def _vmax(*arrays: np.ndarray) -> float:
     """A shared top of the colour scale, so maps side by side can be compared by colour."""
     top = max(float(np.nanmax(a)) for a in arrays)
     return top if top > 0 else 1.0
 
 
+def value_range(*values: Any) -> tuple[float, float]:
+    """(lowest, highest) over all the given tensors or arrays: one colour scale for figures meant to be compared.
+
+    E.g. `viz.plot_entropy(trace_init, limits=viz.value_range(trace_init.entropy(), trace.entropy()))`.
+    """
+    if not values:
+        raise ValueError("value_range needs at least one tensor or array")
+    arrays = [v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v, dtype=float) for v in values]
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    return lo, hi
+
+
+def _check_vmax(vmax: Any) -> float:
+    if hasattr(vmax, "item"):  # a 0-d tensor or numpy number, e.g. maps.max()
+        vmax = vmax.item()
+    if isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not vmax > 0:
+        raise ValueError(f"vmax must be a positive number (the top of the colour scale) or None; got {vmax!r}")
+    return float(vmax)
+
+
+def _check_limits(limits: Any) -> tuple[float, float] | None:
+    if limits is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in limits)
+    except (TypeError, ValueError):
+        raise TypeError(f"limits must be a pair (low, high) of numbers, e.g. viz.value_range(...); got {limits!r}") from None
+    if not lo < hi:
+        raise ValueError(f"limits must have low < high; got ({lo}, {hi})")
+    return lo, hi
+
+
 # -- attention maps -------------------------------------------------------------------------------
 
 def plot_attention_map(attn: Any, context_length: int, *, title: str | None = None, fig: Figure | None = None) -> Figure:
-    """One head's attention [l, n]: each row is a latent, each column a key (context, then latents)."""
+    """One head's attention [l, n]: each row is a latent, each column a key (context, then latents).
+
+    When the latents are among the keys, a second panel right of the map shows their l columns
+    widened, on the same colour scale, so what the latents take from each other can be read.
+    """
     attn = _to_numpy(attn, "attn", 2, "l, n")
     context_length = _check_context_length(context_length, attn.shape[1])
-    fig = _new_figure(fig, (8, 3.2))
-    ax = fig.add_subplot()
-    image = _draw_map(ax, attn, context_length, _vmax(attn))
+    fig = _new_figure(fig, (9, 3.4))
+    grid = _map_grid(fig, 1, 1, context_length < attn.shape[1])
+    ax, zoom, image = _map_panel(fig, grid, 0, 0, attn, context_length, _vmax(attn))
     l, n = attn.shape
-    ax.set_title(title or f"Attention of {l} latents over {n} keys (s = {context_length})", pad=14)
-    fig.colorbar(image, ax=ax, label="attention weight (row sums to 1)")
+    ax.set_title(title or f"Attention of {l} latents over {n} keys (s = {context_length})")
+    fig.colorbar(image, ax=[ax] if zoom is None else [ax, zoom], label="attention weight (row sums to 1)")
     return fig
 
 
+def update_attention_map(fig: Figure, attn: Any, *, title: str | None = None) -> bool:
+    """Put new numbers [l, n] into a map `plot_attention_map` drew, keeping axes, ticks and labels.
+
+    For a redraw that must be fast (the explorer's head slider): same shape, new weights, the colour
+    scale follows them as `plot_attention_map` would set it. Returns False, changing nothing, when
+    `fig` does not hold a map of that shape; then draw it again with `plot_attention_map(..., fig=fig)`.
+    """
+    values = _to_numpy(attn, "attn", 2, "l, n")
+    ax = fig.axes[0] if fig.axes else None
+    if ax is None or len(ax.images) != 1 or ax.images[0].get_array().shape != values.shape:
+        return False
+    zoom = getattr(ax, "_pe_zoom", None)
+    vmax = _vmax(values)
+    ax.images[0].set_data(values)
+    ax.images[0].set_clim(0.0, vmax)  # the colour bar follows its mappable
+    if zoom is not None:
+        s = values.shape[1] - zoom.images[0].get_array().shape[1]
+        zoom.images[0].set_data(values[:, s:])
+        zoom.images[0].set_clim(0.0, vmax)
+    if title is not None:
+        ax.set_title(title)
+    return True
+
+
 def plot_heads(attn: Any, context_length: int, *, layer: int | None = None, fig: Figure | None = None) -> Figure:
-    """All heads of one layer, attn [h, l, n], side by side on one colour scale."""
+    """All heads of one layer, attn [h, l, n], two per row, on one colour scale (each with its latents' keys zoomed)."""
     attn = _to_numpy(attn, "attn", 3, "h, l, n")
     context_length = _check_context_length(context_length, attn.shape[2])
     h = attn.shape[0]
-    cols = min(h, 4)
+    cols = min(h, 2)
     rows = math.ceil(h / cols)
-    fig = _new_figure(fig, (3.2 * cols + 1.2, 2.3 * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    fig = _new_figure(fig, (6.4 * cols + 1.0, 2.7 * rows + 0.9))
+    grid = _map_grid(fig, rows, cols, context_length < attn.shape[2])
     vmax = _vmax(attn)
-    for i, ax in enumerate(axes.flat):
-        if i >= h:
-            ax.set_visible(False)
-            continue
+    drawn = []
+    for i in range(h):
         r, c = divmod(i, cols)
-        image = _draw_map(ax, attn[i], context_length, vmax, xlabel=(i + cols >= h), ylabel=(c == 0))
-        if i + cols >= h:
-            ax.set_xlabel("key n")
-        ax.set_title(f"head {i}", fontsize=10, pad=12)
+        last_row = i + cols >= h
+        ax, zoom, image = _map_panel(fig, grid, r, c, attn[i], context_length, vmax, xlabel=last_row, ylabel=(c == 0))
+        ax.set_title(f"head {i}", fontsize=10, loc="left")
+        drawn += [ax] if zoom is None else [ax, zoom]
     where = "" if layer is None else f"layer {layer}: "
-    fig.suptitle(f"{where}all {h} heads, latents x keys (context | latents, s = {context_length})")
-    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.9)
+    fig.suptitle(f"{where}all {h} heads, latents x keys (context | latents, s = {context_length}); one colour scale")
+    fig.colorbar(image, ax=drawn, label="attention weight", shrink=0.9)
     return fig
 
 
@@ -158,24 +247,28 @@ def plot_layers(trace: Any, *, example: int = 0, head: int = 0, fig: Figure | No
     head = _check_index(head, first.shape[1], "head", "heads")
     maps = [_to_numpy(a[example, head], "trace.attentions", 2, "l, n") for a in trace.attentions]
     depth = len(maps)
-    fig = _new_figure(fig, (8, 1.9 * depth + 0.9))
-    axes = fig.subplots(depth, 1, squeeze=False, sharex=True)[:, 0]
+    fig = _new_figure(fig, (9, 2.2 * depth + 1.0))
+    grid = _map_grid(fig, depth, 1, trace.context_length < trace.n_keys)
     vmax = _vmax(*maps)
-    for i, (ax, a) in enumerate(zip(axes, maps)):
-        image = _draw_map(ax, a, trace.context_length, vmax, xlabel=(i == depth - 1))
+    drawn = []
+    for i, a in enumerate(maps):
+        ax, zoom, image = _map_panel(fig, grid, i, 0, a, trace.context_length, vmax, xlabel=(i == depth - 1))
         ax.set_title(f"layer {i}", fontsize=10, loc="left")
-    fig.suptitle(f"Head {head}, example {example}: attention in each of the {depth} layers")
-    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.9)
+        drawn += [ax] if zoom is None else [ax, zoom]
+    fig.suptitle(f"Head {head}, example {example}: attention in each of the {depth} layers (one colour scale)")
+    fig.colorbar(image, ax=drawn, label="attention weight", shrink=0.9)
     return fig
 
 
 # -- summaries per head and layer -----------------------------------------------------------------
 
 def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: str, what: str, norm, cmap: str,
-                    baseline_name: str) -> Figure:
+                    baseline_name: str, limits: tuple[float, float] | None) -> Figure:
     """Left: the mean over latents as a [layer x head] heatmap. Right: every latent's value, with the baseline.
 
-    values [depth, h, l] for one example.
+    values [depth, h, l] for one example. The colour scale spans `limits` (the data's own range
+    when None), so that differences between heads show; the right panel's y axis spans the same
+    range and the baseline.
     """
     depth, h, l = values.shape
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
@@ -190,8 +283,10 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
     left.set_xlabel("head h")
     left.set_ylabel("layer")
     left.set_title(f"mean over the {l} latents")
-    bar = fig.colorbar(image, ax=left, label=what, location="bottom", shrink=0.9)
-    bar.ax.axvline(baseline, color="black", linestyle="--", linewidth=1)  # where the baseline sits on the scale
+    bar = fig.colorbar(image, ax=left, label=f"{what}, colour {norm.vmin:.2f} .. {norm.vmax:.2f}", location="bottom",
+                       shrink=0.9)
+    if norm.vmin <= baseline <= norm.vmax:
+        bar.ax.axvline(baseline, color="black", linestyle="--", linewidth=1)  # where the baseline sits on the scale
 
     # every latent as a dot, one column of dots per (layer, head); the baseline as a dashed line
     x = np.arange(depth * h)
@@ -201,6 +296,10 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
         right.scatter(k + rng.uniform(-0.2, 0.2, l), values[i, j], s=14, c=values[i, j], cmap=cmap, norm=norm,
                       edgecolors="grey", linewidths=0.4)  # an edge keeps pale dots visible on white
     right.axhline(baseline, color="black", linestyle="--", linewidth=1, label=baseline_name)
+    if limits is not None:  # figures meant to be compared: the same y range, which always shows the baseline
+        lo, hi = min(limits[0], baseline), max(limits[1], baseline)
+        pad = 0.04 * (hi - lo)
+        right.set_ylim(lo - pad, hi + pad)
     for i in range(1, depth):
         right.axvline(i * h - 0.5, color="grey", linewidth=0.5)
     if depth * h <= 24:
@@ -216,41 +315,59 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
     return fig
 
 
-def plot_context_share(trace: Any, *, example: int = 0, fig: Figure | None = None) -> Figure:
+def _span(values: np.ndarray, limits: tuple[float, float] | None) -> tuple[float, float]:
+    """The colour range: `limits`, or the values' own range, never empty."""
+    lo, hi = limits if limits is not None else (float(values.min()), float(values.max()))
+    return (lo, hi) if hi > lo else (lo - 1e-3, hi + 1e-3)
+
+
+def plot_context_share(trace: Any, *, example: int = 0, limits: Any = None, title: str | None = None,
+                       fig: Figure | None = None) -> Figure:
     """Share of each latent's attention that goes to the context, per head and layer, vs the uniform s / n.
 
     Above the baseline (red) a latent prefers the context; below it (blue) it prefers the latents,
     i.e. keeps what it already holds. The latents get the rest: 1 - share, uniform l / n.
+    `limits` (low, high) fixes the scale, to compare two figures (see `value_range`).
     """
     _check_trace(trace)
+    limits = _check_limits(limits)
     share = trace.context_share()  # [depth, b, h, l]
     example = _check_index(example, share.shape[1], "example", "examples in the batch")
     values = _to_numpy(share[:, example], "context share", 3, "depth, h, l")
     uniform = trace.uniform_context_share()
     s, n = trace.context_length, trace.n_keys
-    fig = _new_figure(fig, (10, 4.2))
+    fig = _new_figure(fig, (10, 4.4))
+    lo, hi = _span(values, limits)
     # red above the uniform share, blue below; the centre needs a little room on both sides
-    norm = TwoSlopeNorm(vcenter=uniform, vmin=min(values.min(), uniform - 1e-3), vmax=max(values.max(), uniform + 1e-3))
-    title = (f"Share of attention on the context (s = {s}) vs on the latents (l = {n - s}); "
-             f"uniform would give s / n = {uniform:.3f}")
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=min(lo, uniform - 1e-3), vmax=max(hi, uniform + 1e-3))
+    heading = (f"Share of attention on the context (s = {s}) vs on the latents (l = {n - s}); "
+               f"uniform would give s / n = {uniform:.3f}")
     if not trace.latents_in_kv:
-        title = f"Latents not in the keys/values: all attention goes to the context (share = 1, s = {s})"
-    return _per_head_layer(fig, values, uniform, title=title, what="context share", norm=norm, cmap="coolwarm",
-                           baseline_name=f"uniform s / n = {uniform:.3f}")
+        heading = f"Latents not in the keys/values: all attention goes to the context (share = 1, s = {s})"
+    return _per_head_layer(fig, values, uniform, title=f"{title}\n{heading}" if title else heading,
+                           what="context share", norm=norm, cmap="coolwarm",
+                           baseline_name=f"uniform s / n = {uniform:.3f}", limits=limits)
 
 
-def plot_entropy(trace: Any, *, example: int = 0, fig: Figure | None = None) -> Figure:
-    """Attention entropy in nats per head and layer: 0 = one key, log(n) = all keys equally (the dashed line)."""
+def plot_entropy(trace: Any, *, example: int = 0, limits: Any = None, title: str | None = None,
+                 fig: Figure | None = None) -> Figure:
+    """Attention entropy in nats per head and layer: 0 = one key, log(n) = all keys equally (the dashed line).
+
+    The colour runs over the values' own range (or `limits`), not 0..log(n): on a 0..log(n) scale
+    most heads look alike. Pass the same `limits` to figures meant to be compared (see `value_range`).
+    """
     _check_trace(trace)
+    limits = _check_limits(limits)
     entropy = trace.entropy()  # [depth, b, h, l]
     example = _check_index(example, entropy.shape[1], "example", "examples in the batch")
     values = _to_numpy(entropy[:, example], "entropy", 3, "depth, h, l")
     top = trace.max_entropy()
-    fig = _new_figure(fig, (10, 4.2))
+    fig = _new_figure(fig, (10, 4.4))
+    heading = f"Attention entropy (nats) over n = {trace.n_keys} keys; uniform = log(n) = {top:.2f}"
     return _per_head_layer(
-        fig, values, top, title=f"Attention entropy (nats) over n = {trace.n_keys} keys; uniform = log(n) = {top:.2f}",
-        what="entropy (nats)", norm=Normalize(vmin=0.0, vmax=max(top, 1e-6)), cmap="magma",
-        baseline_name=f"max log(n) = {top:.2f}",
+        fig, values, top, title=f"{title}\n{heading}" if title else heading,
+        what="entropy (nats)", norm=Normalize(*_span(values, limits)), cmap="magma_r",
+        baseline_name=f"max log(n) = {top:.2f}", limits=limits,
     )
 
 
@@ -276,8 +393,9 @@ def plot_qk_norm_comparison(trace_off: Any, trace_on: Any, *, example: int = 0, 
     fig = _new_figure(fig, (9, 5.6))
     axes = fig.subplots(2, 2, sharex=True, sharey=True)
     top = trace_off.max_entropy()
+    low, high = _span(np.stack(entropy), None)  # both panels' range: 0..log(n) would make every cell alike
     rows = [
-        (entropy, dict(vmin=0.0, vmax=top), "magma", f"entropy (nats), max {top:.2f}", "{:.2f}"),
+        (entropy, dict(vmin=low, vmax=high), "magma_r", f"entropy (nats; uniform = {top:.2f})", "{:.2f}"),
         (ranges, dict(vmin=0.0, vmax=_vmax(*ranges)), "viridis", "score range (max - min)", "{:.1f}"),
     ]
     for r, (pair, limits, cmap, label, fmt) in enumerate(rows):
@@ -303,12 +421,14 @@ def plot_qk_norm_comparison(trace_off: Any, trace_on: Any, *, example: int = 0, 
 # -- the context as an image ----------------------------------------------------------------------
 
 def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length: int, title: str | None = None,
-                            fig: Figure | None = None) -> Figure:
+                            vmax: float | None = None, fig: Figure | None = None) -> Figure:
     """One latent's attention [n] over a g x g patch grid (+ CLS), drawn over the photo the patches came from.
 
     Keys 1..g*g are the patches row by row, key 0 the CLS token, keys s..n-1 the latents (when they
     join the keys). The patch weights are drawn on the image; CLS and the latents get a bar chart
     below, split by the context | latents divider, so every weight of the row is on the figure.
+    `vmax` fixes the top of the colour scale (and the bars' axis): give two latents the same one to
+    compare them by colour; by default each figure spans its own largest patch weight.
     """
     row = _to_numpy(attn_row, "attn_row", 1, "n")
     context_length = _check_context_length(context_length, row.shape[0], "attn_row")
@@ -327,7 +447,8 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     extent = (0, side, side, 0)  # one unit per patch, so image and grid line up
     if image is not None:
         top.imshow(image, extent=extent, interpolation="bilinear")
-    vmax = _vmax(patches)
+    shared = vmax is not None
+    vmax = _check_vmax(vmax) if shared else _vmax(patches)
     # over a photo, the more attention a patch gets the more opaque its colour: ignored patches
     # stay visible, so a learner can see what the attended ones show
     alpha = 0.1 + 0.75 * np.clip(patches / vmax, 0.0, 1.0) if image is not None else None
@@ -336,7 +457,8 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     top.set_xlabel(f"patch column (0..{side - 1})")
     top.set_ylabel(f"patch row (0..{side - 1})")
     top.set_title(title or f"Attention over a {side} x {side} patch grid + CLS (s = {context_length})")
-    fig.colorbar(overlay, ax=top, label="attention weight on each patch")
+    fig.colorbar(overlay, ax=top, label="attention weight on each patch" + (" (shared scale)" if shared else
+                                                                            " (this figure's own scale)"))
 
     labels = ["CLS"] + [f"l{i}" for i in range(n_latent_keys)]
     colors = ["tab:orange"] + ["tab:blue"] * n_latent_keys
@@ -441,12 +563,13 @@ def plot_training_curves(history: Any, *, target: float | None = None, title: st
 
 
 def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = None, title: str | None = None,
-                          fig: Figure | None = None) -> Figure:
+                          vmax: float | None = None, fig: Figure | None = None) -> Figure:
     """Where each latent looks on the digit: attn [l, s] or [h, l, s] over its s = 64 pixels, one panel per latent.
 
     With [h, l, s] each head gets a row. Pass the context part of an attention row (keys 0..s-1,
     e.g. toy.image_attention(trace)[layer, example]); `image` [8, 8], when given, is outlined on
-    every panel so the attention can be read against the strokes.
+    every panel so the attention can be read against the strokes. `vmax` fixes the top of the colour
+    scale: give two figures the same one (e.g. initial and trained) to compare them by colour.
     """
     ndim = attn.ndim if hasattr(attn, "ndim") else np.ndim(attn)
     attn = _to_numpy(attn, "attn", 2 if ndim == 2 else 3, "l, s] or [h, l, s")
@@ -461,7 +584,8 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
     cols = l
     fig = _new_figure(fig, (1.35 * cols + 1.4, 1.45 * h + 0.9))
     axes = fig.subplots(h, cols, squeeze=False)
-    vmax = _vmax(maps)
+    shared = vmax is not None
+    vmax = _check_vmax(vmax) if shared else _vmax(maps)
     for i in range(h):
         for j in range(l):
             ax = axes[i, j]
@@ -479,7 +603,8 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
                 ax.set_xlabel("x (0..7)", fontsize=8)
     where = "" if layer is None else f"layer {layer}: "
     fig.suptitle(title or f"{where}where each latent looks on the digit" + (" (cyan: the digit's strokes)" if image is not None else ""))
-    fig.colorbar(shown, ax=axes, label="attention weight on each pixel", shrink=0.9)
+    fig.colorbar(shown, ax=axes, label="attention weight on each pixel" + (" (shared scale)" if shared else ""),
+                 shrink=0.9)
     return fig
 
 
@@ -509,4 +634,214 @@ def plot_entropy_change(before: Any, after: Any, *, max_entropy: float, title: s
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     sharper = int((after < before).sum())
     ax.set_title(title or f"Attention entropy before and after training: {sharper} of {depth * h} heads sharper")
+    return fig
+
+
+# -- scenes: several objects on one canvas --------------------------------------------------------
+# Figures for the scenes models (perceiver_edu/scenes.py): a canvas [H, W] is cut into a gh x gw
+# grid of patches, one context token per patch, row by row; each object has a box (y0, x0, y1, x1)
+# in pixels, end-exclusive. An attention row over the s = gh * gw patches is itself a small image.
+
+def _canvas(image: Any, name: str = "image") -> np.ndarray:
+    """[H, W] grey or [H, W, 3] colour -> float array, or a message naming the argument."""
+    ndim = image.ndim if hasattr(image, "ndim") else np.ndim(image)
+    return _to_numpy(image, name, 3 if ndim == 3 else 2, "H, W] or [H, W, 3")
+
+
+def _scene_grid(s: int, canvas: tuple[int, int], grid: Any, name: str) -> tuple[int, int]:
+    """(gh, gw): the patch grid an attention row of s weights covers; square canvases need no `grid`."""
+    if grid is None:
+        height, width = canvas
+        side = math.isqrt(s * height // width) if width else 0
+        grid = (side, s // side) if side and side * (s // side) == s else None
+        if grid is None or grid[0] * width != grid[1] * height:
+            raise ValueError(f"{name} has {s} weights per row, which do not tile the {height} x {width} canvas as a "
+                             f"grid of square patches; pass grid=(rows, columns)")
+    gh, gw = (int(v) for v in grid)
+    if gh * gw != s:
+        raise ValueError(f"grid={tuple(grid)} has {gh * gw} patches but {name} has {s} weights per row")
+    if canvas[0] % gh or canvas[1] % gw:
+        raise ValueError(f"grid={tuple(grid)} does not divide the {canvas[0]} x {canvas[1]} canvas into whole patches")
+    return gh, gw
+
+
+def _on_pixels(maps: np.ndarray, grid: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
+    """[..., gh * gw] -> [..., H, W]: every pixel shows the weight of the patch it belongs to."""
+    gh, gw = grid
+    ph, pw = canvas[0] // gh, canvas[1] // gw
+    patches = maps.reshape(*maps.shape[:-1], gh, gw)
+    return np.repeat(np.repeat(patches, ph, axis=-2), pw, axis=-1)
+
+
+def _boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
+    boxes = _to_numpy(boxes, name, 2, "k, 4")
+    if boxes.shape[1] != 4:
+        raise ValueError(f"{name} must be [k, 4] boxes (y0, x0, y1, x1); got shape {tuple(boxes.shape)}")
+    return boxes.astype(int)
+
+
+def _box_shares(maps: np.ndarray, boxes: np.ndarray, grid: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
+    """[..., s] attention on the patches (rows sum to 1), [k, 4] boxes -> [..., k]: each map's share on each object.
+
+    A patch counts for an object when the box touches it: a latent attends to whole patches.
+    """
+    gh, gw = grid
+    ph, pw = canvas[0] // gh, canvas[1] // gw
+    top, left = np.arange(gh) * ph, np.arange(gw) * pw  # the first pixel row / column of each patch
+    masks = [np.outer((top + ph > y0) & (top < y1), (left + pw > x0) & (left < x1)).ravel() for y0, x0, y1, x1 in boxes]
+    return maps @ np.stack(masks, axis=-1).astype(float)
+
+
+def _draw_boxes(ax, boxes: np.ndarray, labels: np.ndarray | None, color: str = "white") -> None:
+    from matplotlib.patches import Rectangle
+
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        # pixel edges sit at half-integers in imshow's coordinates
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1,
+                               linestyle="--"))
+        if labels is not None:
+            ax.text(x0 - 0.5, y0 - 0.8, str(int(labels[i])), color=color, fontsize=7, va="bottom", ha="left",
+                    bbox=dict(facecolor="black", alpha=0.5, linewidth=0, pad=0.5))
+
+
+def plot_scenes(images: Any, boxes: Any = None, labels: Any = None, *, title: str | None = None,
+                fig: Figure | None = None) -> Figure:
+    """A row (or grid) of scenes [k, H, W], each with its objects' boxes and classes when given.
+
+    `boxes` and `labels` are lists with one entry per scene: [m, 4] boxes (y0, x0, y1, x1) and [m] classes.
+    """
+    first = images[0] if len(images) else None
+    images = _to_numpy(images, "images", 4 if first is not None and np.ndim(first) == 3 else 3, "k, H, W")
+    k = images.shape[0]
+    for name, values in (("boxes", boxes), ("labels", labels)):
+        if values is not None and len(values) != k:
+            raise ValueError(f"{name} must give one entry per scene ({k}); got {len(values)}")
+    cols = min(k, 6)
+    rows = math.ceil(k / cols)
+    fig = _new_figure(fig, (2.1 * cols + 1.0, 2.2 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.set_visible(False)
+            continue
+        shown = ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if boxes is not None:
+            box = _boxes(boxes[i], f"boxes[{i}]")
+            _draw_boxes(ax, box, None if labels is None else _to_numpy(labels[i], f"labels[{i}]", 1, "m"),
+                        color="yellow")
+        ax.set_title(f"scene {i}" + ("" if labels is None else f": {len(labels[i])} objects"), fontsize=9)
+        ax.set_xlabel("x (pixels)", fontsize=8)
+        ax.set_ylabel("y (pixels)", fontsize=8)
+    fig.suptitle(title or f"{k} scenes" + (" (dashed: each object's box, with its class)" if boxes is not None else ""))
+    fig.colorbar(shown, ax=axes, label="pixel brightness", shrink=0.8)
+    return fig
+
+
+def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: Any = None, grid: Any = None,
+                          row_labels: Any = None, latents: Any = None, vmax: float | None = None,
+                          title: str | None = None, fig: Figure | None = None) -> Figure:
+    """Where each latent looks on a scene: attn [l, s] or [r, l, s] over its s patches, one panel per latent.
+
+    With [r, l, s] each row of panels is one map of the latents: a head, a layer, a trained variant
+    or another scene, named by `row_labels`. Pass the context part of the attention (keys 0..s-1,
+    patches row by row); each row is renormalised to sum to 1 (of what the latent takes from the
+    image, where does it look?). `image` [H, W] is outlined in cyan on every panel; `boxes` [k, 4]
+    are drawn dashed with their `labels`, and under each panel is the object holding the largest
+    share of that latent's attention (a patch the box touches counts as the object's, as in
+    `scenes.object_attention`). For one scene per row, pass lists: `image` [r of [H, W]], `boxes`
+    and `labels` [r of [k, 4] and [k]]. `latents` picks which latents to show (default all). All
+    panels share one colour scale (`vmax` fixes its top, to compare with another figure).
+    """
+    ndim = attn.ndim if hasattr(attn, "ndim") else np.ndim(attn)
+    attn = _to_numpy(attn, "attn", 2 if ndim == 2 else 3, "l, s] or [r, l, s")
+    maps = attn[None] if attn.ndim == 2 else attn  # [r, l, s]
+    r, l, s = maps.shape
+    per_row = isinstance(image, (list, tuple))
+    if per_row and len(image) != r:
+        raise ValueError(f"image must be one [H, W] canvas, or a list of one per row of attn ({r}); got {len(image)}")
+    images = [_canvas(x, f"image[{i}]") for i, x in enumerate(image)] if per_row else [_canvas(image)] * r
+    canvas = images[0].shape[:2]
+    if any(x.shape[:2] != canvas for x in images):
+        raise ValueError(f"the images must all have the same size; got {sorted({x.shape[:2] for x in images})}")
+    grid = _scene_grid(s, canvas, grid, "attn")
+    if latents is None:
+        latents = list(range(l))
+    latents = [_check_index(j, l, "latents[...]", "latents") for j in latents]
+    if row_labels is not None and len(row_labels) != r:
+        raise ValueError(f"row_labels must name each of the {r} rows of attn; got {len(row_labels)}")
+    maps = maps[:, latents] / np.maximum(maps[:, latents].sum(-1, keepdims=True), 1e-12)  # [r, L, s]
+    pixels = _on_pixels(maps, grid, canvas)  # [r, L, H, W]
+
+    def per_scene(values, name):  # one entry per row, or the same for every row
+        if values is None:
+            return [None] * r
+        if per_row:
+            if not isinstance(values, (list, tuple)) or len(values) != r:
+                raise ValueError(f"{name} must be a list with one entry per row ({r}) when image is a list")
+            return list(values)
+        return [values] * r
+
+    boxes_per_row = [None if b is None else _boxes(b, "boxes") for b in per_scene(boxes, "boxes")]
+    names_per_row = [None if y is None else _to_numpy(y, "labels", 1, "k").astype(int) for y in per_scene(labels, "labels")]
+    for b, y in zip(boxes_per_row, names_per_row):
+        if b is not None and y is not None and len(y) != len(b):
+            raise ValueError(f"labels must give one class per box ({len(b)}); got {len(y)}")
+    cols = len(latents)
+    fig = _new_figure(fig, (1.75 * cols + 1.5, 1.95 * r + 1.0))
+    axes = fig.subplots(r, cols, squeeze=False)
+    shared = vmax is not None
+    vmax = _check_vmax(vmax) if shared else _vmax(pixels)
+    for i in range(r):
+        box, names = boxes_per_row[i], names_per_row[i]
+        shares = None if box is None or not len(box) else _box_shares(maps[i], box, grid, canvas)  # [L, k]
+        ink = images[i] if images[i].ndim == 2 else images[i].mean(-1)
+        for c, j in enumerate(latents):
+            ax = axes[i, c]
+            shown = ax.imshow(pixels[i, c], cmap="inferno", vmin=0.0, vmax=vmax, interpolation="nearest")
+            if ink.max() > ink.min():  # the objects' strokes as an outline: the attention stays readable beneath
+                ax.contour(ink, levels=[0.5 * (ink.min() + ink.max())], colors="cyan", linewidths=0.6)
+            if box is not None:
+                _draw_boxes(ax, box, names)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"latent {j}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(str(row_labels[i]) if row_labels is not None else "y", fontsize=9)
+            if shares is not None:
+                best = int(shares[c].argmax())
+                what = f"class {names[best]}" if names is not None else f"object {best}"
+                ax.set_xlabel(f"{shares[c, best]:.0%} on {what}", fontsize=8)
+            elif i == r - 1:
+                ax.set_xlabel("x", fontsize=8)
+    fig.suptitle(title or "Where each latent looks on the scene (cyan: the strokes; dashed: the objects' boxes)")
+    fig.colorbar(shown, ax=axes, label="share of the latent's attention on the patch" + (" (shared scale)" if shared else ""),
+                 shrink=0.9)
+    return fig
+
+
+def plot_coverage(best_shares: Any, *, threshold: float = 0.5, title: str | None = None,
+                  fig: Figure | None = None) -> Figure:
+    """How well the latents cover the objects: for each object, the largest share of one latent's attention inside its box.
+
+    `best_shares` is a dict {run name: [k] values in 0..1, one per object}, e.g. at initialisation and
+    after training. An object is covered when some latent puts at least `threshold` of its attention
+    inside the object's box (the dashed line); the legend gives each run's coverage. One histogram
+    per run, on the same axes and bins.
+    """
+    if not isinstance(best_shares, dict) or not best_shares:
+        raise TypeError(f"best_shares must be a dict {{name: [k] shares per object}}; got {type(best_shares).__name__}")
+    runs = {name: _to_numpy(v, f"best_shares[{name!r}]", 1, "k") for name, v in best_shares.items()}
+    fig = _new_figure(fig, (8, 3.6))
+    ax = fig.add_subplot()
+    bins = np.linspace(0.0, 1.0, 21)
+    for name, values in runs.items():
+        covered = float((values >= threshold).mean())
+        ax.hist(values, bins=bins, alpha=0.6, label=f"{name}: {covered:.0%} of {len(values)} objects covered")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} in the box")
+    ax.set_xlabel("the best latent's share of attention inside the object's box")
+    ax.set_ylabel("objects")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=8, loc="upper center")
+    ax.set_title(title or "Object coverage: does some latent look at each object?")
     return fig

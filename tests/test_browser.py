@@ -4,7 +4,8 @@ Starts JupyterLab on 127.0.0.1 (a free port, a random token) serving a temporary
 notebooks/03_explorer.ipynb, so the committed notebook is never touched. Drives Debian's
 `chromium` with Playwright (never a downloaded browser). Without /usr/bin/chromium the test
 skips, unless PERCEIVER_EDU_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser fails.
-A screenshot of the explorer lands in artifacts/ (ignored by git).
+Screenshots of the explorer land in artifacts/ (ignored by git); explorer_default.png, the
+explorer as it opens, is the README's picture (notebooks/figures/explorer.png).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-CONTROLS = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv", "input_kind",
-            "seed", "device", "layer", "head")
+CONTROLS = ("weights", "n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv",
+            "input_kind", "scene", "seed", "device", "layer", "head")
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -149,6 +150,28 @@ def open_page(sync_playwright, url: str, timeout_ms: int):
             browser.close()
 
 
+def wait_for_new_src(page, figure, old: str) -> str:
+    page.wait_for_function("([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), old])
+    return figure.get_attribute("src")
+
+
+def check_weights_and_scene(page, explorer, figure) -> None:
+    """The weights menu switches trained -> random -> trained, and the scene button steps: each redraws."""
+    status = explorer.locator(".pe-status").first
+    before = figure.get_attribute("src")
+    explorer.locator(".pe-control-weights select").first.select_option("random")
+    after_random = wait_for_new_src(page, figure, before)
+    page.wait_for_function("(el) => el.textContent.includes('random weights')", arg=status.element_handle())
+    explorer.locator(".pe-control-weights select").first.select_option("scenes")
+    after_trained = wait_for_new_src(page, figure, after_random)
+    page.wait_for_function("(el) => el.textContent.includes(\"trained weights 'scenes'\")",
+                           arg=status.element_handle())
+    explorer.locator(".pe-next-scene").first.click()
+    wait_for_new_src(page, figure, after_trained)
+    assert explorer.locator(".pe-control-scene input").first.input_value() == "1"
+    assert explorer.locator(".pe-message").first.inner_text().strip() == ""
+
+
 def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: no server without a browser
     sync_playwright = playwright_api
     base, token, work = jupyterlab
@@ -169,7 +192,7 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         page.wait_for_function("""(n) => {
             const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
             return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-        }""", arg=n_code, timeout=90_000)
+        }""", arg=n_code, timeout=240_000)  # every cell: minutes on a busy machine
         # no cell raised (an error output would carry this mime type)
         assert page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count() == 0
 
@@ -184,10 +207,12 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
             assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
         status = explorer.locator(".pe-status").first
         assert "[1, 8, 64]" in status.inner_text() and "parameters" in status.inner_text()
+        assert "trained weights 'scenes'" in status.inner_text()  # the first view is the trained model
         figure = explorer.locator("img.pe-view-head").first
         figure.wait_for(state="visible")
         assert figure.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 100")
         before_src, before_pixels = figure.get_attribute("src"), figure.screenshot()
+        explorer.screenshot(path=str(ARTIFACTS / "explorer_default.png"))  # the README's picture of the explorer
 
         # move the head slider: drag its handle to the right end of the track, as a person would
         slider = explorer.locator(".pe-control-head").first
@@ -221,6 +246,7 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         assert explorer.locator(".pe-message").first.inner_text().strip() == ""
 
         explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
+        check_weights_and_scene(page, explorer, figure)
 
         # another tab: the entropy view is drawn when it is opened
         explorer.get_by_role("tab", name="entropy").click()
@@ -251,7 +277,9 @@ def test_explorer_as_a_voila_dashboard(playwright_api, voila):
     """The Binder 'dashboard' link: Voilà runs the chapter, hides the code, and the explorer stays live."""
     sync_playwright = playwright_api
     base, token = voila
-    with open_page(sync_playwright, f"{base}/?token={token}", 90_000) as page:
+    # Voilà runs every cell of the chapter before it sends the page: on a busy 2-core machine that
+    # takes minutes, not seconds
+    with open_page(sync_playwright, f"{base}/?token={token}", 240_000) as page:
         explorer = page.locator(".pe-explorer").first
         explorer.wait_for(state="visible")
         assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0  # no code shown
@@ -264,5 +292,6 @@ def test_explorer_as_a_voila_dashboard(playwright_api, voila):
         page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
                                arg=[figure.element_handle(), before])
         assert explorer.locator(".pe-message").first.inner_text().strip() == ""  # no error message
+        check_weights_and_scene(page, explorer, figure)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "explorer_voila.png"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import perceiver_edu as pe
-from perceiver_edu.widgets import run_forward
+from perceiver_edu.explorer.forward import run_forward
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,
@@ -38,7 +38,7 @@ def test_forward_on_device_matches_the_cpu(device, config, kind, s):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_explorer_runs_and_redraws_on_device(device):
-    explorer = pe.Explorer(device=device)
+    explorer = pe.Explorer(device=device, weights="random")
     assert explorer.run.device == device and f"device {device}" in explorer.status.value
     for name, value in [("depth", 6), ("qk_norm", True), ("head", 3)]:
         renders = explorer.n_renders

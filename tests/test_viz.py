@@ -102,6 +102,37 @@ def test_attention_map_shows_the_weights_and_the_divider(trace):
     assert "latent" in ax.get_ylabel() and "key" in ax.get_xlabel()
 
 
+def test_the_latents_keys_get_a_zoomed_panel_on_the_same_scale(trace):
+    s = 257  # as in IDEFICS: without the zoom the 8 latent keys are 3 % of the width
+    attn = torch.softmax(torch.randn(8, s + 8, generator=torch.Generator().manual_seed(0)), -1)  # [l, n]
+    fig = viz.plot_attention_map(attn, s)
+    ax, zoom = fig.axes[0], fig.axes[1]
+    np.testing.assert_allclose(zoom.images[0].get_array(), attn[:, s:].numpy(), rtol=1e-6)
+    assert zoom.images[0].get_clim() == ax.images[0].get_clim()
+    assert "zoomed" in zoom.get_title()
+    # the zoom is wider per key than the full map: that is its point
+    width = lambda a, keys: a.get_position().width / keys
+    assert width(zoom, 8) > 3 * width(ax, s + 8)
+    for fig in (viz.plot_heads(trace.attentions[0][0], S), viz.plot_layers(trace)):
+        zooms = [a for a in fig.axes if "zoomed" in a.get_title()]
+        assert len(zooms) == len([a for a in fig.axes if dividers(a)])  # one zoom per map
+
+
+def test_update_attention_map_swaps_the_numbers_of_the_map_and_its_zoom(trace):
+    s = trace.context_length
+    fig = viz.plot_attention_map(trace.attentions[0][0, 0], s)
+    new = trace.attentions[1][0, 3]
+    assert viz.update_attention_map(fig, new, title="layer 1, head 3")
+    fresh = viz.plot_attention_map(new, s)
+    for got, want in zip(fig.axes[:2], fresh.axes[:2]):
+        np.testing.assert_allclose(got.images[0].get_array(), want.images[0].get_array())
+        assert got.images[0].get_clim() == want.images[0].get_clim()
+    assert fig.axes[0].get_title() == "layer 1, head 3"
+    # another shape cannot be swapped in: the caller must draw again
+    assert not viz.update_attention_map(fig, new[:, :10])
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), new.numpy())
+
+
 def test_no_divider_when_the_latents_are_not_in_the_keys():
     trace = traced(latents_in_kv=False)
     assert trace.n_keys == trace.context_length
@@ -116,7 +147,7 @@ def test_no_divider_when_the_latents_are_not_in_the_keys():
 def test_heads_has_one_map_per_head_each_with_the_divider(trace):
     attn = trace.attentions[1][0]  # [h, l, n]
     fig = viz.plot_heads(attn, trace.context_length, layer=1)
-    maps = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("head")]
+    maps = [ax for ax in fig.axes if ax.images and ax.get_title(loc="left").startswith("head")]
     assert len(maps) == attn.shape[0]
     for i, ax in enumerate(maps):
         np.testing.assert_allclose(ax.images[0].get_array(), attn[i].numpy(), rtol=1e-6)
@@ -147,6 +178,50 @@ def test_context_share_and_entropy_show_the_trace_numbers_and_the_baseline(trace
         assert sum(len(c.get_offsets()) for c in strip.collections) == values.numel()
         horizontal = [float(line.get_ydata()[0]) for line in strip.lines if np.ptp(line.get_ydata()) == 0]
         assert baseline == pytest.approx(horizontal[0])
+
+
+def test_entropy_colours_span_the_data_not_zero_to_log_n(trace):
+    values = trace.entropy()[:, 0].mean(-1)  # [depth, h]
+    heatmap = next(ax for ax in viz.plot_entropy(trace).axes if ax.images)
+    low, high = heatmap.images[0].get_clim()
+    per_latent = trace.entropy()[:, 0]
+    assert (low, high) == pytest.approx((float(per_latent.min()), float(per_latent.max())))
+    assert high < trace.max_entropy()  # on 0..log(n) these heads would all be one colour
+    assert values.min() >= low and values.max() <= high
+
+
+def test_figures_to_compare_share_the_limits_given(trace, trace_pair):
+    other = trace_pair[1]
+    limits = viz.value_range(trace.entropy(), other.entropy())
+    assert limits == (pytest.approx(float(torch.cat([trace.entropy().flatten(), other.entropy().flatten()]).min())),
+                      pytest.approx(float(torch.cat([trace.entropy().flatten(), other.entropy().flatten()]).max())))
+    figs = [viz.plot_entropy(t, limits=limits, title=name) for t, name in ((trace, "init"), (other, "trained"))]
+    clims = [next(ax for ax in f.axes if ax.images).images[0].get_clim() for f in figs]
+    assert clims[0] == clims[1] == pytest.approx(limits)
+    strips = [next(ax for ax in f.axes if ax.collections and not ax.images and ax.get_ylabel()) for f in figs]
+    assert strips[0].get_ylim() == strips[1].get_ylim()
+    assert figs[0]._suptitle.get_text().startswith("init")
+    share_limits = viz.value_range(trace.context_share(), other.context_share())
+    a, b = (viz.plot_context_share(t, limits=share_limits) for t in (trace, other))
+    strips = [next(ax for ax in f.axes if ax.collections and not ax.images and ax.get_ylabel()) for f in (a, b)]
+    assert strips[0].get_ylim() == strips[1].get_ylim()
+
+
+def test_overlays_share_a_colour_scale_when_given_one(trace):
+    attn = trace.attentions[0][0, 0]
+    vmax = float(attn[:, 1:S].max())
+    figs = [viz.plot_attention_on_image(attn[i], sample_image(4), context_length=S, vmax=vmax) for i in (0, 5)]
+    for fig in figs:
+        overlay = next(ax for ax in fig.axes if len(ax.images) == 2).images[1]
+        assert overlay.get_clim() == (0.0, vmax)
+    assert "shared" in colorbar_labels(figs[0])[0]
+    assert "own scale" in colorbar_labels(viz.plot_attention_on_image(attn[0], None, context_length=S))[0]
+
+
+def test_one_dpi_for_every_figure(trace, trace_pair):
+    assert viz.DPI >= 100
+    for name, fig in all_figures(trace, trace_pair).items():
+        assert fig.dpi == viz.DPI, name
 
 
 def test_qk_norm_comparison_puts_off_and_on_side_by_side(trace_pair):
@@ -216,4 +291,79 @@ def test_fig_is_cleared_and_reused(trace, trace_pair):
 def test_bad_input_gets_a_message_naming_the_argument(trace, call, error, message):
     with pytest.raises(error, match=message):
         call(trace)
+    assert plt.get_fignums() == []
+
+
+# -- scenes ----------------------------------------------------------------------------------------
+
+CANVAS, GRID = 16, 4  # a 16 x 16 canvas in 4 x 4 patches of 4 pixels
+
+
+@pytest.fixture(scope="module")
+def scene():
+    image = np.zeros((CANVAS, CANVAS))
+    image[1:7, 2:8] = 1.0  # object 0 (class 3) in patches (0, 0), (0, 1), (1, 0), (1, 1)
+    image[9:15, 9:15] = 1.0  # object 1 (class 7) in patches (2, 2), (2, 3), (3, 2), (3, 3)
+    boxes = torch.tensor([[0, 0, 8, 8], [8, 8, 16, 16]])
+    labels = torch.tensor([3, 7])
+    attn = torch.full((2, 3, GRID * GRID), 0.01)  # [r, l, s]
+    attn[:, 0, [0, 1, 4, 5]] = 1.0  # latent 0 looks at object 0
+    attn[:, 1, [10, 11, 14, 15]] = 1.0  # latent 1 at object 1
+    return image, boxes, labels, attn  # latent 2 looks everywhere alike
+
+
+def test_latents_on_scene_draw_each_latents_map_on_the_canvas_and_name_its_object(scene):
+    image, boxes, labels, attn = scene
+    fig = viz.plot_latents_on_scene(attn, image, boxes=boxes, labels=labels, row_labels=["head 0", "head 1"])
+    panels = [ax for ax in fig.axes if ax.images and ax.get_xlabel()]
+    assert len(panels) == 2 * 3
+    first = panels[0].images[0].get_array()  # latent 0, row 0: the patch weights spread over their pixels
+    expected = (attn[0, 0] / attn[0, 0].sum()).reshape(GRID, GRID).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    np.testing.assert_allclose(first, expected.numpy(), rtol=1e-6)
+    share = float(attn[0, 0, [0, 1, 4, 5]].sum() / attn[0, 0].sum())
+    assert panels[0].get_xlabel() == f"{share:.0%} on class 3"
+    assert panels[1].get_xlabel().endswith("on class 7")
+    assert len(panels[0].patches) == 2  # both boxes, dashed
+    assert [ax.get_ylabel() for ax in panels[::3]] == ["head 0", "head 1"]
+    assert len({ax.images[0].get_clim() for ax in panels}) == 1  # one colour scale
+    assert titles(fig) and colorbar_labels(fig)
+    # a subset of the latents, a fixed scale
+    fig = viz.plot_latents_on_scene(attn[0], image, latents=[1], vmax=0.5)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 1 and shown[0].get_title() == "latent 1" and shown[0].images[0].get_clim() == (0.0, 0.5)
+    assert "shared" in colorbar_labels(fig)[0]
+
+
+def test_scenes_and_coverage_figures_show_their_data(scene):
+    image, boxes, labels, _ = scene
+    fig = viz.plot_scenes(torch.tensor(np.stack([image, image[::-1]]), dtype=torch.float32), [boxes, boxes[:1]],
+                          [labels, labels[:1]])
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2 and len(shown[1].patches) == 1
+    assert shown[0].get_title() == "scene 0: 2 objects"
+    before, after = torch.tensor([0.1, 0.2, 0.6]), torch.tensor([0.9, 0.8, 0.4])
+    fig = viz.plot_coverage({"at initialisation": before, "trained": after}, threshold=0.5)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "at initialisation: 33% of 3 objects covered" in legend and "trained: 67% of 3 objects covered" in legend
+    assert sum(p.get_height() for p in fig.axes[0].patches) == 6  # every object of both runs is counted once
+    fig.savefig(io.BytesIO(), format="png")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a, i, b: viz.plot_latents_on_scene(a[0, :, :15], i), r"15 weights per row, which do not tile the 16 x 16 canvas"),
+        (lambda a, i, b: viz.plot_latents_on_scene(a, i, row_labels=["one"]), r"row_labels must name each of the 2 rows"),
+        (lambda a, i, b: viz.plot_latents_on_scene(a, i, latents=[3]), r"latents\[...\] must be between 0 and 2"),
+        (lambda a, i, b: viz.plot_latents_on_scene(a, i, boxes=b[:, :3]), r"boxes must be \[k, 4\] boxes"),
+        (lambda a, i, b: viz.plot_latents_on_scene(a, i[:, :15], grid=(4, 4)), r"grid=\(4, 4\) does not divide the 16 x 15 canvas"),
+        (lambda a, i, b: viz.plot_latents_on_scene(a, i, vmax=0), r"vmax must be a positive number"),
+        (lambda a, i, b: viz.plot_coverage([0.1, 0.2]), r"best_shares must be a dict"),
+        (lambda a, i, b: viz.plot_entropy(traced(), limits=(1.0, 1.0)), r"limits must have low < high"),
+    ],
+)
+def test_bad_scene_input_gets_a_message_naming_the_argument(scene, call, message):
+    image, boxes, _, attn = scene
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(attn, image, boxes)
     assert plt.get_fignums() == []
