@@ -5,11 +5,12 @@
     latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
 """
 
-from . import steps
+from . import cost, steps
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
+from .fast import FastResampler
 from .inputs import INPUT_KINDS, make_context
-from .interop import load_idefics_checkpoint
+from .interop import load_checkpoint, load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
 from . import toy
 from .toy import DigitClassifier, load_digits_split, train_digits
@@ -30,6 +31,7 @@ __all__ = [
     "Explorer",
     "INPUT_KINDS",
     "DigitClassifier",
+    "FastResampler",
     "FeedForward",
     "PerceiverAttention",
     "PerceiverResampler",
@@ -38,7 +40,9 @@ __all__ = [
     "attention_entropy",
     "available_devices",
     "context_share",
+    "cost",
     "load_digits_split",
+    "load_checkpoint",
     "load_idefics_checkpoint",
     "make_context",
     "pick_device",

@@ -1,13 +1,18 @@
 """PerceiverAttention, FeedForward and PerceiverResampler: the weights, and the steps in order.
 
-The modules hold parameters under the names transformers gives them (`blocks.{i}.0.q_proj`,
-`blocks.{i}.1.fc`, ...), so a state dict moves between the two implementations unchanged. Their
-forward passes only call the step functions in `steps.py`: there is no second implementation here.
+The modules hold parameters under the names transformers gives IDEFICS' resampler
+(`blocks.{i}.0.q_proj`, `blocks.{i}.1.fc`, ...), so an IDEFICS state dict moves across unchanged;
+the other references' names are mapped in `perceiver_edu/interop/`, one module per reference.
+Their forward passes only call the step functions in `steps.py`: there is no second implementation.
+
+The family's seams (see `ResamplerConfig`) are read once, here, when the parts are built: which norm
+module, which MLP step, how many k/v heads, which softmax, how the latents start, whether there are
+media and frame embeddings. A forward pass then runs the same list of steps for every relative.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +22,37 @@ from .config import ResamplerConfig
 from .trace import Trace
 
 
+class LayerNorm(nn.LayerNorm):
+    """torch's LayerNorm (weight and bias, same state dict), running `steps.layer_norm`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return steps.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a weight only (Idefics2), running `steps.rms_norm` (in float32)."""
+
+    def __init__(self, width: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return steps.rms_norm(x, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+NORMS: dict[str, type[nn.Module]] = {"layer": LayerNorm, "rms": RMSNorm}
+SOFTMAXES: dict[bool, Callable[[Tensor], Tensor]] = {True: steps.stable_softmax, False: steps.softmax}
+
+
+def make_norm(config: ResamplerConfig, width: int) -> nn.Module:
+    """The norm the config asks for (`config.norm`), over `width` features."""
+    return NORMS[config.norm](width, eps=config.eps)
+
+
 class PerceiverAttention(nn.Module):
     """One cross-attention: latents [b, l, e] ask, context [b, s, e] (+ the latents) answer."""
 
@@ -24,55 +60,77 @@ class PerceiverAttention(nn.Module):
         super().__init__()
         self.config = config
         e, inner = config.embed_dim, config.inner_dim
-        self.context_layer_norm = nn.LayerNorm(e)
-        self.latents_layer_norm = nn.LayerNorm(e)
+        self.context_layer_norm = make_norm(config, e)  # the name IDEFICS gives it, also when it is an RMSNorm
+        self.latents_layer_norm = make_norm(config, e)
         if config.qk_norm:
             # normalises each head's d features of q and k: scores then stay in a bounded range
-            self.q_layer_norm = nn.LayerNorm(config.head_dim)
-            self.k_layer_norm = nn.LayerNorm(config.head_dim)
-        # bias-free, as in Flamingo and IDEFICS
+            self.q_layer_norm = make_norm(config, config.head_dim)
+            self.k_layer_norm = make_norm(config, config.head_dim)
+        # bias-free, as in every relative; k and v are narrower than q with grouped-query attention
         self.q_proj = nn.Linear(e, inner, bias=False)
-        self.k_proj = nn.Linear(e, inner, bias=False)
-        self.v_proj = nn.Linear(e, inner, bias=False)
+        self.k_proj = nn.Linear(e, config.kv_dim, bias=False)
+        self.v_proj = nn.Linear(e, config.kv_dim, bias=False)
         self.output_proj = nn.Linear(inner, e, bias=False)
+        self.softmax = SOFTMAXES[config.subtract_max]
 
-    def forward(self, context: Tensor, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """context [b, s, e], latents [b, l, e] -> (update [b, l, e], scores [b, h, l, n], attn [b, h, l, n])."""
+    def forward(
+        self, context: Tensor, latents: Tensor, keys_allowed: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """context [b, s, e], latents [b, l, e], keys_allowed [b, n] bool or None
+        -> (update [b, l, e], scores [b, h, l, n] before masking, attn [b, h, l, n])."""
         cfg = self.config
-        context = steps.layer_norm(context, self.context_layer_norm.weight, self.context_layer_norm.bias)  # [b, s, e]
-        latents = steps.layer_norm(latents, self.latents_layer_norm.weight, self.latents_layer_norm.bias)  # [b, l, e]
+        context = self.context_layer_norm(context)  # [b, s, e]
+        latents = self.latents_layer_norm(latents)  # [b, l, e]
         kv_input = steps.join_latents(context, latents) if cfg.latents_in_kv else context  # [b, n, e]
 
         q = steps.split_heads(steps.project(latents, self.q_proj.weight), cfg.n_heads)  # [b, h, l, d]
-        k = steps.split_heads(steps.project(kv_input, self.k_proj.weight), cfg.n_heads)  # [b, h, n, d]
-        v = steps.split_heads(steps.project(kv_input, self.v_proj.weight), cfg.n_heads)  # [b, h, n, d]
+        k = steps.split_heads(steps.project(kv_input, self.k_proj.weight), cfg.kv_heads)  # [b, k, n, d]
+        v = steps.split_heads(steps.project(kv_input, self.v_proj.weight), cfg.kv_heads)  # [b, k, n, d]
         if cfg.qk_norm:
-            q = steps.layer_norm(q, self.q_layer_norm.weight, self.q_layer_norm.bias)
-            k = steps.layer_norm(k, self.k_layer_norm.weight, self.k_layer_norm.bias)
+            q, k = self.q_layer_norm(q), self.k_layer_norm(k)
 
         scores = steps.attention_scores(q, k)  # [b, h, l, n]
-        attn = steps.stable_softmax(scores)  # [b, h, l, n], rows sum to 1
+        attn = self.softmax(steps.mask_scores(scores, keys_allowed))  # [b, h, l, n], rows sum to 1
         out = steps.merge_heads(steps.weighted_sum(attn, v))  # [b, l, (h d)]
         return steps.project(out, self.output_proj.weight), scores, attn  # [b, l, e]
 
 
+# The MLP kinds: the step that runs, and the names of its weight matrices in the order it takes them.
+MLPS: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {
+    "relu": (steps.mlp, ("fc", "c_proj")),
+    "gelu": (steps.gelu_mlp, ("fc", "c_proj")),
+    "swiglu": (steps.swiglu_mlp, ("gate_proj", "up_proj", "down_proj")),
+}
+
+
 class FeedForward(nn.Module):
-    """LayerNorm -> Linear(e, 4e) -> ReLU -> Linear(4e, e), on each latent (IDEFICS' IdeficsMLP)."""
+    """Norm -> MLP (e -> 4e -> e), on each latent: IDEFICS' ReLU `fc, c_proj`, Flamingo's GELU, or
+    Idefics2's SwiGLU `gate_proj, up_proj, down_proj`."""
 
     def __init__(self, config: ResamplerConfig) -> None:
         super().__init__()
-        self.ln = nn.LayerNorm(config.embed_dim)
-        self.fc = nn.Linear(config.embed_dim, config.mlp_dim, bias=False)
-        self.c_proj = nn.Linear(config.mlp_dim, config.embed_dim, bias=False)
+        e, hidden = config.embed_dim, config.mlp_dim
+        self.ln = make_norm(config, e)
+        self.step, self.weight_names = MLPS[config.mlp]
+        for name in self.weight_names:
+            # the last matrix brings the hidden width back to e; the others widen to 4e
+            last = name == self.weight_names[-1]
+            setattr(self, name, nn.Linear(hidden, e, bias=False) if last else nn.Linear(e, hidden, bias=False))
 
     def forward(self, latents: Tensor) -> Tensor:
         """[b, l, e] -> [b, l, e]"""
-        x = steps.layer_norm(latents, self.ln.weight, self.ln.bias)
-        return steps.mlp(x, self.fc.weight, self.c_proj.weight)
+        return self.step(self.ln(latents), *(getattr(self, name).weight for name in self.weight_names))
+
+
+LATENT_INITS: dict[str, Callable[..., Tensor]] = {"randn": torch.randn, "ones": torch.ones}
 
 
 class PerceiverResampler(nn.Module):
-    """context [b, s, e] -> latents [b, l, e]: `depth` blocks of (attention + MLP), then a LayerNorm.
+    """context [b, s, e] -> latents [b, l, e]: `depth` blocks of (attention + MLP), then a norm.
+
+    Also takes the relatives' inputs: [b, m, s, e] (m images or time steps, Flamingo) -> [b, m, l, e],
+    and [b, m, f, v, e] (m media of f frames of v tokens, OpenFlamingo) -> [b, m, l, e]; each media is
+    resampled on its own. With `accepts_mask`, `attention_mask` [b, s] (1 = real token) hides padding.
 
     >>> model = PerceiverResampler(ResamplerConfig.tiny())
     >>> latents, trace = model(torch.randn(1, 257, 32), return_trace=True)
@@ -87,48 +145,136 @@ class PerceiverResampler(nn.Module):
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
-        # randn like IDEFICS: the latents start as random points, training gives them a role
-        self.latents = nn.Parameter(torch.randn(config.n_latents, config.embed_dim))
+        # randn as in IDEFICS and Flamingo (random points, training gives them a role), ones in Idefics2
+        self.latents = nn.Parameter(LATENT_INITS[config.latents_init](config.n_latents, config.embed_dim))
+        if config.n_media_embeds:
+            self.media_embeds = nn.Parameter(torch.randn(config.n_media_embeds, config.embed_dim))
+        if config.n_frame_embeds:
+            self.frame_embeds = nn.Parameter(torch.randn(config.n_frame_embeds, config.embed_dim))
         self.blocks = nn.ModuleList(
             nn.ModuleList([PerceiverAttention(config), FeedForward(config)]) for _ in range(config.depth)
         )
-        self.layer_norm = nn.LayerNorm(config.embed_dim)
+        self.layer_norm = make_norm(config, config.embed_dim)
 
-    def forward(self, context: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, Trace]:
-        """[b, s, e] -> [b, l, e]; with return_trace=True also the Trace of what happened inside."""
+    def forward(
+        self, context: Tensor, attention_mask: Tensor | None = None, return_trace: bool = False
+    ) -> Tensor | tuple[Tensor, Trace]:
+        """[b, s, e] -> [b, l, e] (or [b, m, s, e] / [b, m, f, v, e] -> [b, m, l, e]);
+        with return_trace=True also the Trace of what happened inside."""
         check_context(context, self.config, self.latents)
-        latents = steps.repeat_latents(self.latents, context.shape[0])  # [b, l, e]
+        check_attention_mask(attention_mask, context, self.config)
+        flat = self.embed_media(context)  # [(b m), s, e]
+        n_media = context.shape[1] if context.dim() > 3 else 1  # media folded into the batch, example-major
+        keys_allowed = self.keys_allowed(attention_mask)  # [(b m), n] or None
+        latents = steps.repeat_latents(self.latents, flat.shape[0])  # [(b m), l, e]
         record = [] if return_trace else None
         for attention, feed_forward in self.blocks:
-            update, scores, attn = attention(context, latents)
+            update, scores, attn = attention(flat, latents, keys_allowed)
             latents = steps.add_residual(latents, update)
             latents = steps.add_residual(latents, feed_forward(latents))
             if record is not None:
                 record.append((attn.detach(), scores.detach(), latents.detach()))
-        output = steps.layer_norm(latents, self.layer_norm.weight, self.layer_norm.bias)  # [b, l, e]
+        output = self.layer_norm(latents)  # [(b m), l, e]
+        if context.dim() > 3:
+            output = steps.unfold_media(output, n_media)  # [b, m, l, e]
         if record is None:
             return output
         attentions, scores, per_layer = (tuple(x) for x in zip(*record))
-        trace = Trace(attentions, scores, per_layer, context_length=context.shape[1],
-                      latents_in_kv=self.config.latents_in_kv)
+        trace = Trace(attentions, scores, per_layer, context_length=flat.shape[1],
+                      latents_in_kv=self.config.latents_in_kv, n_media=n_media)
         return output, trace
+
+    def embed_media(self, context: Tensor) -> Tensor:
+        """[b, s, e] | [b, m, s, e] | [b, m, f, v, e] -> [(b m), s', e]: add the frame and media embeddings
+        the config has, flatten the frames of each media into one context, and fold media into the batch."""
+        x = context
+        if x.dim() == 5:
+            if self.config.n_frame_embeds:
+                x = steps.add_frame_embeds(x, self.frame_embeds)
+            x = steps.flatten_frames(x)  # [b, m, (f v), e]
+        elif x.dim() == 3:
+            x = x[:, None]  # one media: [b, 1, s, e]
+        if self.config.n_media_embeds:
+            x = steps.add_media_embeds(x, self.media_embeds)
+        return steps.fold_media(x)
+
+    def keys_allowed(self, attention_mask: Tensor | None) -> Tensor | None:
+        """attention_mask [b, s] or [b, m, s] (1 = real token) -> [(b m), n] bool, the keys each latent may see."""
+        if attention_mask is None:
+            return None
+        flat = attention_mask.reshape(-1, attention_mask.shape[-1])
+        return steps.key_mask(flat, self.config.n_latents, self.config.latents_in_kv)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.to_dict().items())
 
-    # -- Hugging Face interop (implemented in interop.py) --------------------------------------
+    # -- other implementations (perceiver_edu/interop/, registered when perceiver_edu is imported) ----
     @classmethod
     def from_idefics(cls, hf_resampler: nn.Module) -> "PerceiverResampler":
         """A copy of a transformers `IdeficsPerceiverResampler`, same weights, same outputs."""
-        from .interop import from_idefics
-
-        return from_idefics(hf_resampler)
+        return converter("idefics").load(hf_resampler)
 
     def to_idefics_state_dict(self) -> dict[str, Tensor]:
         """The weights under the keys transformers uses, ready for `IdeficsPerceiverResampler.load_state_dict`."""
-        from .interop import to_idefics_state_dict
+        return converter("idefics").export(self)
 
-        return to_idefics_state_dict(self)
+    @classmethod
+    def from_idefics2(cls, hf_resampler: nn.Module) -> "PerceiverResampler":
+        """A copy of a transformers `Idefics2PerceiverResampler`; call it as `model(context, attention_mask=mask)`."""
+        return converter("idefics2").load(hf_resampler)
+
+    def to_idefics2_state_dict(self) -> dict[str, Tensor]:
+        """The weights under `Idefics2PerceiverResampler`'s keys, loadable with strict=True."""
+        return converter("idefics2").export(self)
+
+    @classmethod
+    def from_flamingo_pytorch(cls, resampler: nn.Module) -> "PerceiverResampler":
+        """A copy of lucidrains' `flamingo_pytorch.PerceiverResampler`; takes x [b, m, s, e] as it does."""
+        return converter("flamingo_pytorch").load(resampler)
+
+    def to_flamingo_pytorch_state_dict(self) -> dict[str, Tensor]:
+        """The weights under flamingo-pytorch's keys (k and v fused into `to_kv`), loadable with strict=True."""
+        return converter("flamingo_pytorch").export(self)
+
+    @classmethod
+    def from_open_flamingo(cls, resampler: nn.Module) -> "PerceiverResampler":
+        """A copy of OpenFlamingo's `helpers.PerceiverResampler`; takes x [b, T, F, v, e] as it does."""
+        return converter("open_flamingo").load(resampler)
+
+    def to_open_flamingo_state_dict(self) -> dict[str, Tensor]:
+        """The weights under OpenFlamingo's keys (k and v fused into `to_kv`), loadable with strict=True."""
+        return converter("open_flamingo").export(self)
+
+
+class Converter:
+    """How weights move between this package and one other implementation (filled in by interop/).
+
+    load    the other implementation's module -> a PerceiverResampler with the same weights
+    export  a PerceiverResampler -> a state dict under the other implementation's keys
+    """
+
+    def __init__(self, name: str, load: Callable[[nn.Module], PerceiverResampler],
+                 export: Callable[[PerceiverResampler], dict[str, Tensor]]) -> None:
+        self.name, self.load, self.export = name, load, export
+
+
+# The registry is how `PerceiverResampler.from_x` reaches `perceiver_edu.interop.x` without this core
+# module importing interop: interop imports modules (arrows point down) and registers its converters
+# here when `perceiver_edu` is imported. A new relative adds one interop module and one register() call.
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(converter_: Converter) -> None:
+    CONVERTERS[converter_.name] = converter_
+
+
+def converter(name: str) -> Converter:
+    if name not in CONVERTERS:
+        # importing the package (`import perceiver_edu`) fills the registry; modules.py alone does not
+        import importlib
+
+        importlib.import_module(f"{__package__}.interop")
+    return CONVERTERS[name]
 
 
 @torch.no_grad()
@@ -145,18 +291,28 @@ def scale_qk_(model: PerceiverResampler, gain: float) -> PerceiverResampler:
     return model
 
 
+CONTEXT_SHAPES = "[b, s, e], [b, m, s, e] (m media) or [b, m, f, v, e] (m media of f frames of v tokens)"
+
+
 def check_context(context: Any, config: ResamplerConfig, like: Tensor) -> None:
     """Refuse a context the resampler cannot use, with a message that says what to change."""
     if not isinstance(context, Tensor):
         raise TypeError(f"context must be a torch.Tensor of shape [b, s, e]; got {type(context).__name__}")
-    if context.dim() != 3:
+    if context.dim() not in (3, 4, 5):
         hint = " For a single example add a batch axis: context[None]." if context.dim() == 2 else ""
         raise ValueError(
-            f"context must be 3-D [b, s, e] (batch, context length, embed_dim); "
+            f"context must be 3-D [b, s, e] (batch, context length, embed_dim), or {CONTEXT_SHAPES}; "
             f"got shape {tuple(context.shape)} with {context.dim()} dims.{hint}"
         )
     if context.shape[-1] != config.embed_dim:
         raise ValueError(f"context has embed_dim {context.shape[-1]} but the resampler expects {config.embed_dim}")
+    for axis, name, limit in ((1, "media (axis 1)", config.n_media_embeds), (2, "frames (axis 2)", config.n_frame_embeds)):
+        # embeddings exist for `limit` media/frames; more would have none (0 = no embeddings, any number)
+        if context.dim() >= 3 + axis and limit and context.shape[axis] > limit:
+            raise ValueError(
+                f"context has {context.shape[axis]} {name} but the resampler has embeddings for at most {limit} "
+                f"(n_{'media' if axis == 1 else 'frame'}_embeds={limit})"
+            )
     if not context.is_floating_point():
         raise TypeError(
             f"context must hold floating-point numbers; got dtype {context.dtype}. Convert it with context.float()"
@@ -179,4 +335,38 @@ def check_context(context: Any, config: ResamplerConfig, like: Tensor) -> None:
                 f"context has {int(bad.sum())} NaN or infinite value(s), the first at index {first}; "
                 "one NaN would turn every attention map into NaN. Clean the input, "
                 "or build the model with ResamplerConfig(check_finite=False) to skip this check"
+            )
+
+
+def check_attention_mask(mask: Any, context: Tensor, config: ResamplerConfig) -> None:
+    """Refuse a padding mask the resampler cannot use: wrong type, shape, values, or an example with no real token."""
+    if mask is None:
+        return
+    if not config.accepts_mask:
+        raise ValueError(
+            "this resampler takes no attention_mask (IDEFICS and Flamingo attend to every context token); "
+            "build it with ResamplerConfig(accepts_mask=True), as Idefics2 is, to use one"
+        )
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor of 1s (real tokens) and 0s (padding); got {type(mask).__name__}")
+    if context.dim() == 5:
+        raise ValueError("attention_mask works with a context [b, s, e] or [b, m, s, e], not with frames [b, m, f, v, e]")
+    expected = tuple(context.shape[:-1])
+    if tuple(mask.shape) != expected:
+        raise ValueError(
+            f"attention_mask must have shape {expected} (the context's shape without e: 1 = real token, 0 = padding); "
+            f"got {tuple(mask.shape)}"
+        )
+    if mask.device != context.device:
+        raise ValueError(f"attention_mask is on {mask.device} but the context is on {context.device}")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding)")
+    if mask.numel() and context.shape[-2] > 0:
+        empty = ~mask.reshape(-1, mask.shape[-1]).bool().any(dim=-1)
+        if empty.any():
+            which = int(empty.nonzero()[0])
+            raise ValueError(
+                f"attention_mask marks every token of example {which} (counting media one by one) as padding: "
+                "there is nothing to resample. Drop that example before the resampler, as Idefics2Model drops "
+                "images made only of padding"
             )

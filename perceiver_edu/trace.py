@@ -1,7 +1,12 @@
 """What a forward pass records for teaching, and the two numbers learners read off it.
 
 `model(context, return_trace=True)` returns a `Trace` next to the output: per layer the attention
-weights, the scores before the softmax, and the latents after the block. Everything is detached,
+weights, the scores before the softmax, and the latents after the block.
+
+The media axis (Flamingo's [b, m, s, e], OpenFlamingo's [b, m, f, v, e]): each media is resampled on
+its own, so it is folded into the batch axis, example-major: row j * m + i of every tensor here is
+media i of example j (`n_media` says m; `by_media` unfolds it). With a padding mask (Idefics2) the
+padding keys' attention is exactly 0 and their `scores` are what q . k gave before the mask. Everything is detached,
 so a trace never keeps the autograd graph alive; without `return_trace` nothing is recorded.
 """
 
@@ -11,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 
@@ -38,6 +44,8 @@ class Trace:
     scores      tuple over layers of [b, h, l, n]: q . k / sqrt(d), before the softmax
     latents     tuple over layers of [b, l, e]: the latents after each block (before the final LayerNorm)
     context_length  s, so that key j < s is a context token and key j >= s a latent
+                (for media of f frames of v tokens, s = f * v, frame after frame)
+    n_media     m: the batch axis above is (b m), media i of example j at row j * m + i (1 = no media axis)
     """
 
     attentions: tuple[Tensor, ...]
@@ -45,6 +53,7 @@ class Trace:
     latents: tuple[Tensor, ...]
     context_length: int
     latents_in_kv: bool
+    n_media: int = 1
 
     @property
     def depth(self) -> int:
@@ -58,6 +67,10 @@ class Trace:
     def stacked(self) -> Tensor:
         """[depth, b, h, l, n]: all attention maps in one tensor."""
         return torch.stack(self.attentions)
+
+    def by_media(self) -> Tensor:
+        """[depth, b, m, h, l, n]: all attention maps, the media axis unfolded from the batch axis."""
+        return rearrange(self.stacked(), "depth (b m) h l n -> depth b m h l n", m=self.n_media)
 
     def context_share(self) -> Tensor:
         """[depth, b, h, l]: the share of each latent's attention that goes to the context."""

@@ -126,3 +126,13 @@ def test_readme_binder_link_is_well_formed_and_opens_a_file_that_exists(url):
     assert (ROOT / target).is_file(), f"{url} opens {target}, which is not in the repository"
     if interface == "voila/render":
         assert "voila" in binder_packages(), f"{url} opens Voila but binder/requirements.txt has no voila"
+
+
+def test_postbuild_installs_open_flamingo_without_its_torch_pin(dockerfile):
+    # open-flamingo pins torch==2.0.1; with --no-deps it keeps Binder's CPU torch. Chapter 5 reads its helpers.py.
+    pip = line_index(dockerfile, r'^RUN \S*/pip install .*-r "?binder/requirements\.txt"?')
+    post = line_index(dockerfile, r"binder/postBuild")
+    assert pip < post
+    script = (BINDER / "postBuild").read_text()
+    assert re.search(r'pip install .*--no-deps .*"?open-flamingo==2\.0\.1"?', script), script
+    assert os.access(BINDER / "postBuild", os.X_OK), "repo2docker runs postBuild only when it is executable"

@@ -1,4 +1,4 @@
-"""load_idefics_checkpoint on real checkpoints written by transformers' save_pretrained (small, local)."""
+"""load_idefics_checkpoint and load_checkpoint on real checkpoints written by transformers' save_pretrained (small, local)."""
 
 import json
 
@@ -30,13 +30,16 @@ def same_outputs(ours, hf_resampler, embed_dim=32):
         torch.testing.assert_close(ours(context), hf_resampler(context), atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
+def save_sharded(tmp_path_factory, name, model):
     """A multi-shard safetensors checkpoint with its config.json, as save_pretrained writes it."""
-    path = tmp_path_factory.mktemp("idefics-sharded")
-    model = tiny_idefics(qk_norm=True)
+    path = tmp_path_factory.mktemp(name)
     model.save_pretrained(path, max_shard_size="20KB")
     return path, model
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    return save_sharded(tmp_path_factory, "idefics-sharded", tiny_idefics(qk_norm=True))
 
 
 def test_sharded_checkpoint_loads_and_matches_the_models_own_resampler(sharded):
@@ -170,3 +173,86 @@ def test_bad_paths(tmp_path):
     (tmp_path / "weights.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"\.safetensors or \.bin"):
         pe.load_idefics_checkpoint(tmp_path / "weights.txt")
+
+
+# -- load_checkpoint ---------------------------------------------------------------------------------
+
+def tiny_idefics2(seed=0):
+    config = transformers.Idefics2Config(
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14),
+        text_config=dict(model_type="mistral", vocab_size=100, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
+        perceiver_config=dict(hidden_size=32, rms_norm_eps=1e-6, resampler_n_latents=4, resampler_depth=2,
+                              resampler_n_heads=4, resampler_head_dim=8, num_key_value_heads=2),
+    )
+    torch.manual_seed(seed)
+    model = transformers.Idefics2ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # RMSNorm weights and latents start at ones: move them so a swap would show
+        for p in model.model.connector.perceiver_resampler.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="module")
+def idefics2_sharded(tmp_path_factory):
+    return save_sharded(tmp_path_factory, "idefics2-sharded", tiny_idefics2())
+
+
+def test_load_checkpoint_reads_an_idefics2_checkpoint_by_model_type(idefics2_sharded):
+    path, model = idefics2_sharded
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 2  # really sharded
+    ours = pe.load_checkpoint(path)
+    assert ours.config == pe.ResamplerConfig.idefics2(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=4,
+                                                      n_kv_heads=2, norm_eps=1e-6)
+    hf = model.model.connector.perceiver_resampler
+    context, mask = torch.randn(2, 9, 32), torch.tensor([[1] * 9, [1] * 4 + [0] * 5])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(context, attention_mask=mask), hf(context, attention_mask=mask), atol=1e-5, rtol=1e-5)
+
+
+def test_load_checkpoint_reads_an_idefics_checkpoint_too(sharded):
+    path, model = sharded
+    ours = pe.load_checkpoint(path)
+    assert ours.config == pe.ResamplerConfig(32, 2, 2, 8, 4, qk_norm=True)
+    same_outputs(ours, model.model.perceiver_resampler)
+
+
+@pytest.mark.parametrize("model_type, says", [("idefics3", "Idefics3"), ("smolvlm", "SmolVLM")])
+def test_families_without_a_resampler_get_a_message_that_says_so(tmp_path, model_type, says):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(ValueError, match=rf"{model_type}.*no Perceiver Resampler: {says}.*pixel shuffle"):
+        pe.load_checkpoint(tmp_path)
+
+
+def test_an_unknown_model_type_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    with pytest.raises(ValueError, match=r"model_type 'llava'.*'idefics' or 'idefics2'"):
+        pe.load_checkpoint(tmp_path)
+
+
+def test_a_truncated_or_corrupt_shard_is_named(tmp_path, idefics2_sharded):
+    path, _ = idefics2_sharded
+    for f in path.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    index = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    shard = sorted({s for k, s in index.items() if "perceiver_resampler" in k})[0]
+    data = (tmp_path / shard).read_bytes()
+    (tmp_path / shard).write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(ValueError, match=rf"cannot read checkpoint file .*{shard}: it looks truncated or corrupt"):
+        pe.load_checkpoint(tmp_path)
+    (tmp_path / shard).write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=rf"{shard}: it looks truncated or corrupt"):
+        pe.load_checkpoint(tmp_path)
+    (tmp_path / shard).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"lists shard\(s\) that are not in .*{shard}"):
+        pe.load_checkpoint(tmp_path)
+
+
+def test_load_checkpoint_bad_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pe.load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json: it is not valid JSON"):
+        pe.load_checkpoint(tmp_path)

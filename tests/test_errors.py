@@ -20,8 +20,8 @@ def test_context_not_a_tensor(model):
 def test_context_not_3d(model):
     with pytest.raises(ValueError, match=r"context must be 3-D \[b, s, e\].*got shape \(257, 32\) with 2 dims.*context\[None\]"):
         model(torch.randn(257, 32))
-    with pytest.raises(ValueError, match=r"got shape \(1, 2, 3, 32\) with 4 dims"):
-        model(torch.randn(1, 2, 3, 32))
+    with pytest.raises(ValueError, match=r"\[b, m, s, e\].*got shape \(1, 1, 2, 1, 3, 32\) with 6 dims"):
+        model(torch.randn(1, 1, 2, 1, 3, 32))
 
 
 def test_embed_dim_mismatch(model):

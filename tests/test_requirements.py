@@ -44,8 +44,10 @@ KNOWN_DISTRIBUTIONS = {
 # listing ipykernel is what guarantees `from IPython.display import display`.
 PROVIDED_BY = {"ipython": {"ipykernel"}}
 
-# Packages Binder needs that a local install does not (none today; a Voila-only extra would go here).
-BINDER_ONLY: set[str] = set()
+# Packages Binder needs that a local install does not: chapter 5 compares the package with the references
+# (transformers' Idefics2, lucidrains' flamingo-pytorch and what it imports), which a local install gets from
+# the `test` extra; without them the chapter prints how to install them instead of comparing.
+BINDER_ONLY: set[str] = {"transformers", "flamingo-pytorch", "einops-exts"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""FastResampler against the step model and transformers' IdeficsPerceiverResampler, IDEFICS-9B scale.
+
+    python benchmarks/fast_path.py [--repeats 11] [--threads 2] [--cases 1x257 8x257 1x4096] [--device cpu]
+
+Same weights, same context, one process. Each round runs FastResampler, the step model,
+transformers and a float32 GEMM once each, in that order, so whatever else the machine is doing
+hits all of them alike; the ratios are medians of the per-round ratios. The GEMM (context
+[b s, e] @ [e, 4e], the size of the MLP's first product over the context tokens) is the ceiling:
+what this machine's matrix multiply reaches right now. Also printed: the FLOPs of both arrangements
+by formula (perceiver_edu.cost), the rate each model reaches, the peak memory of one call (every
+tensor allocated during it, counted exactly) and the issue's targets, met or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import IdeficsConfig
+from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
+
+import perceiver_edu as pe
+from perceiver_edu import cost
+
+TARGETS = {(1, 257): 0.90, (8, 257): 0.95, (1, 4096): 0.80}  # fast / transformers, from issue 12
+
+
+def timed(fn, sync) -> float:
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def build(device: str, seed: int = 0):
+    """transformers' resampler with IDEFICS-9B's sizes (from an IdeficsConfig, nothing downloaded), ours from it."""
+    cfg = pe.ResamplerConfig.idefics()
+    hf_config = IdeficsConfig(vision_config=dict(embed_dim=cfg.embed_dim),
+                              perceiver_config=dict(qk_layer_norms_perceiver=False))
+    torch.manual_seed(seed)
+    hf = IdeficsPerceiverResampler(hf_config, cfg.embed_dim, cfg.depth, cfg.n_heads, cfg.head_dim, cfg.n_latents)
+    with torch.no_grad():  # LayerNorms start at (1, 0): perturb them so the folding is really tested
+        for name, p in hf.named_parameters():
+            if "norm" in name or ".ln." in name:
+                p.add_(0.1 * torch.randn_like(p))
+    hf = hf.eval().to(device)
+    step = pe.PerceiverResampler.from_idefics(hf).eval()
+    return cfg, hf, step, pe.FastResampler(step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cases", nargs="+", default=["1x257", "8x257", "1x4096"], help="b x s")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    cfg, hf, step, fast = build(args.device)
+    e = cfg.embed_dim
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+          f"{args.repeats} interleaved rounds\nconfig {cfg}\n{fast}")
+    summary = []
+    for case in args.cases:
+        b, s = (int(v) for v in case.split("x"))
+        torch.manual_seed(1)
+        context = torch.randn(b, s, e, device=args.device)
+        gemm_a, gemm_w = torch.randn(b * s, e, device=args.device), torch.randn(e, 4 * e, device=args.device)
+        arrangement = cost.cheaper_arrangement(cfg, b, s)
+        flops = {a: cost.total_flops(cfg, b, s, a, shared_first_layer=(a == arrangement)) for a in cost.ARRANGEMENTS}
+        flops["step/transformers"] = cost.total_flops(cfg, b, s, "standard")
+        runs = {"fast": lambda: fast(context), "step": lambda: step(context), "transformers": lambda: hf(context),
+                "gemm": lambda: gemm_a @ gemm_w}
+        with torch.inference_mode():
+            diff_step = float((fast(context) - step(context)).abs().max())
+            diff_hf = float((fast(context) - hf(context)).abs().max())
+            memory = {name: cost.peak_memory(fn) for name, fn in runs.items() if name != "gemm"}
+            for fn in runs.values():  # warm-up
+                fn()
+            sync()
+            times = {name: [] for name in runs}
+            for _ in range(args.repeats):
+                for name, fn in runs.items():
+                    times[name].append(timed(fn, sync))
+        med = {name: statistics.median(v) for name, v in times.items()}
+        ceiling = 2 * b * s * e * 4 * e / med["gemm"]
+        print(f"\nb={b}, s={s}: fast path uses the {arrangement} arrangement; "
+              f"max |fast - step| {diff_step:.1e}, max |fast - transformers| {diff_hf:.1e}")
+        print(f"  FLOPs by formula: standard (step, transformers) {flops['step/transformers'] / 1e9:.2f} G, "
+              f"fast standard {flops['standard'] / 1e9:.2f} G, fast absorbed {flops['absorbed'] / 1e9:.2f} G "
+              f"({flops[arrangement] / flops['step/transformers']:.3f} of the step model's)")
+        print(f"  ceiling: float32 GEMM [{b * s}, {e}] @ [{e}, {4 * e}] median {1e3 * med['gemm']:.1f} ms "
+              f"= {ceiling / 1e9:.1f} GFLOP/s")
+        for name in ("fast", "step", "transformers"):
+            used = flops[arrangement] if name == "fast" else flops["step/transformers"]
+            ratio = statistics.median(x / y for x, y in zip(times[name], times["transformers"]))
+            spread = (min(times[name]) * 1e3, max(times[name]) * 1e3)
+            print(f"  {name:12s} median {1e3 * med[name]:9.1f} ms (min {spread[0]:.1f}, max {spread[1]:.1f})  "
+                  f"/ transformers {ratio:5.3f}   {used / med[name] / 1e9:6.1f} GFLOP/s = "
+                  f"{100 * used / med[name] / ceiling:4.0f} % of the GEMM   peak memory {memory[name] / 2**20:7.1f} MiB")
+        ratio = statistics.median(x / y for x, y in zip(times["fast"], times["transformers"]))
+        print(f"  peak memory fast / step {memory['fast'] / memory['step']:.2f}; "
+              f"time fast / step {statistics.median(x / y for x, y in zip(times['fast'], times['step'])):.3f}")
+        target = TARGETS.get((b, s))
+        if target is not None:
+            summary.append(f"b={b}, s={s}: fast / transformers {ratio:.3f} <= {target:.2f}: "
+                           f"{'met' if ratio <= target else 'NOT met'}")
+    print("\ntargets (issue 12):")
+    for line in summary:
+        print("  " + line)
+
+
+if __name__ == "__main__":
+    main()

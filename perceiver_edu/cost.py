@@ -1,0 +1,239 @@
+"""What the resampler costs, by formula: FLOPs and memory per step, and what it saves downstream.
+
+A FLOP here is one multiply or one add, so a multiply-add counts 2 and `x [m, k] @ w [k, n]` costs
+2 m k n (the convention of torch.utils.flop_counter, which the tests hold these formulas to). Only
+the matrix products are counted: LayerNorm, softmax, ReLU and the residual adds touch each number
+a few times, O(b n e) in all, which is small next to the products but not free (it is memory
+traffic, and it is what a fused kernel saves).
+
+Two arrangements of the same maths (chapter 6):
+
+- "standard" (the step model, transformers): project every key/value token to h heads of d,
+  then attend.                               context k/v: 2 * (2 b n e h d)
+- "absorbed" (FastResampler): fold k_proj into the queries and v_proj after the weighted sum, so the
+  latents meet the keys/values in embedding space (width e) and no context token is projected.
+                                             context k/v: 2 * (2 b h l n e) + 2 * (2 b h l d e)
+  Cheaper when l < d and n is large; impossible with QK-norm, whose LayerNorm on k is not linear.
+
+Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim, n keys (s + l).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from .config import ResamplerConfig
+
+ARRANGEMENTS = ("standard", "absorbed")
+
+
+def n_keys(config: ResamplerConfig, s: int) -> int:
+    """n: how many tokens the latents attend to, s + l when the latents join the keys/values."""
+    return s + config.n_latents if config.latents_in_kv else s
+
+
+def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
+               shared_first_layer: bool = False) -> dict[str, int]:
+    """FLOPs of each matrix-product step, summed over the `depth` layers: {step name: FLOPs}.
+
+    shared_first_layer: the first layer's latents are the same for every example, so what depends
+    only on them (q_proj, and k_proj/v_proj of the latents or the absorbed queries) can be computed
+    once instead of b times. FastResampler does this; the step model does not.
+    """
+    if arrangement not in ARRANGEMENTS:
+        raise ValueError(f"arrangement must be one of {ARRANGEMENTS}; got {arrangement!r}")
+    if arrangement == "absorbed" and config.qk_norm:
+        raise ValueError("the absorbed arrangement does not exist with qk_norm=True: LayerNorm on k is not linear")
+    e, depth, h, d, l = config.embed_dim, config.depth, config.n_heads, config.head_dim, config.n_latents
+    n = n_keys(config, s)
+    lat = l if config.latents_in_kv else 0  # latent tokens among the keys
+    # b_lat[i]: how many different latents sets layer i projects (1 at the first layer when shared)
+    b_lat = [1 if (i == 0 and shared_first_layer) else b for i in range(depth)]
+    flops: dict[str, int] = {}
+    flops["q_proj"] = sum(2 * bl * l * e * h * d for bl in b_lat)
+    if arrangement == "standard":
+        flops["k_proj, v_proj (context)"] = depth * 2 * (2 * b * s * e * h * d)
+        flops["k_proj, v_proj (latents)"] = sum(2 * (2 * bl * lat * e * h * d) for bl in b_lat)
+        flops["scores q.k"] = depth * 2 * b * h * l * n * d
+        flops["weighted sum attn.v"] = depth * 2 * b * h * l * n * d
+    else:
+        flops["absorb k_proj into q"] = sum(2 * bl * h * l * d * e for bl in b_lat)
+        flops["scores q.k"] = depth * 2 * b * h * l * n * e
+        flops["weighted sum attn.v"] = depth * 2 * b * h * l * n * e
+        flops["v_proj after the sum"] = depth * 2 * b * h * l * e * d
+    flops["output_proj"] = depth * 2 * b * l * h * d * e
+    flops["mlp (fc, c_proj)"] = depth * 2 * (2 * b * l * e * config.mlp_dim)
+    return flops
+
+
+# The formula behind each entry of `step_flops`, per layer (times depth), for the chapter's table.
+STEP_FORMULAS = {
+    "standard": {
+        "q_proj": "2 b l e h d",
+        "k_proj, v_proj (context)": "2 * 2 b s e h d",
+        "k_proj, v_proj (latents)": "2 * 2 b l e h d",
+        "scores q.k": "2 b h l n d",
+        "weighted sum attn.v": "2 b h l n d",
+        "output_proj": "2 b l h d e",
+        "mlp (fc, c_proj)": "2 * 2 b l e 4e",
+    },
+    "absorbed": {
+        "q_proj": "2 b l e h d",
+        "absorb k_proj into q": "2 b h l d e",
+        "scores q.k": "2 b h l n e",
+        "weighted sum attn.v": "2 b h l n e",
+        "v_proj after the sum": "2 b h l e d",
+        "output_proj": "2 b l h d e",
+        "mlp (fc, c_proj)": "2 * 2 b l e 4e",
+    },
+}
+
+
+def total_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
+                shared_first_layer: bool = False) -> int:
+    """All the matrix-product FLOPs of one forward pass (the sum of `step_flops`)."""
+    return sum(step_flops(config, b, s, arrangement, shared_first_layer).values())
+
+
+def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:
+    """"absorbed" when it needs fewer FLOPs than "standard" (never with QK-norm), else "standard"."""
+    if config.qk_norm:
+        return "standard"
+    absorbed = total_flops(config, b, s, "absorbed", shared_first_layer=True)
+    standard = total_flops(config, b, s, "standard", shared_first_layer=True)
+    return "absorbed" if absorbed < standard else "standard"
+
+
+def step_memory(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard") -> dict[str, int]:
+    """Numbers each step of one layer writes (multiply by 4 for bytes in float32): {step name: count}.
+
+    The largest of these, alive together inside one layer, set the peak memory of a call; the
+    context [b, s, e] and the weights come on top (they exist before the call).
+    """
+    e, h, d, l = config.embed_dim, config.n_heads, config.head_dim, config.n_latents
+    n = n_keys(config, s)
+    memory = {"context_layer_norm": b * s * e, "kv_input (joined)": b * n * e if config.latents_in_kv else 0}
+    if arrangement == "standard":
+        memory["k, v"] = 2 * b * n * h * d
+    else:
+        memory["absorbed queries"] = b * h * l * e
+    memory["scores, attn"] = 2 * b * h * l * n
+    memory["mlp hidden"] = b * l * config.mlp_dim
+    return memory
+
+
+def attention_entries(s: int, l: int, self_attention: bool = False) -> int:
+    """Scores per head and example: l (s + l) for the resampler's latents, (s + l)^2 if every token asked."""
+    n = s + l
+    return n * n if self_attention else l * n
+
+
+def self_attention_crossover(e: int, inner: int, mlp_dim: int) -> float:
+    """n where a self-attention block's n^2 attention FLOPs (4 n^2 h d) reach its linear ones.
+
+    Linear in n: q, k, v, output projections (8 n e h d) and the MLP (4 n e mlp_dim). Past this n
+    the quadratic term dominates; the resampler, whose attention is l x n, never gets there.
+    """
+    return (8 * e * inner + 4 * e * mlp_dim) / (4 * inner)
+
+
+def pixel_shuffle_tokens(grid: int, ratio: int) -> int:
+    """Tokens left when each ratio x ratio block of a grid x grid patch grid is folded into one token."""
+    if grid % ratio:
+        raise ValueError(f"grid {grid} is not divisible by ratio {ratio}")
+    return (grid // ratio) ** 2
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds of each call, running the functions in turn `repeats` times after one warm-up each.
+
+    Interleaving makes whatever else the machine does hit all of them alike, so their ratios are
+    fairer than their absolute times; compare medians of the per-round ratios.
+    """
+    import time
+
+    for fn in fns.values():
+        fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
+    """Median over rounds of times[name] / times[reference] (from `time_interleaved`)."""
+    import statistics
+
+    return statistics.median(a / b for a, b in zip(times[name], times[reference]))
+
+
+# -- what the resampler saves the language model -------------------------------------------------
+def tokens_per_image(context_length: int = 257, n_latents: int = 64, resampler: bool = True) -> int:
+    """Visual tokens the language model reads per image: l after the resampler, else all s."""
+    return n_latents if resampler else context_length
+
+
+def lm_cross_attention_flops(n_text: int, n_visual: int, lm_dim: int, n_layers: int,
+                             visual_dim: int | None = None) -> int:
+    """Matrix-product FLOPs of the LM's gated cross-attention layers reading `n_visual` tokens.
+
+    Per cross-attention layer: q from the text (2 t D D), k and v from the visual tokens
+    (2 * 2 v E D, E = visual_dim, the width they arrive with), scores and weighted sum
+    (2 * 2 t v D) and the output projection (2 t D D). The visual k/v and the t v terms grow with v.
+    """
+    t, v, big_d = n_text, n_visual, lm_dim
+    e = visual_dim if visual_dim is not None else lm_dim
+    per_layer = 2 * t * big_d * big_d + 2 * (2 * v * e * big_d) + 2 * (2 * t * v * big_d) + 2 * t * big_d * big_d
+    return n_layers * per_layer
+
+
+# -- measuring ----------------------------------------------------------------------------------
+class _PeakMemory(TorchDispatchMode):
+    """Counts the bytes of every tensor storage created under it, and frees them as they die."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = 0
+        self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # a view or an in-place result shares an input's storage: nothing new was allocated
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if storage.nbytes() and key not in self.live and key not in inputs:
+                    self.live[key] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+def peak_memory(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Peak bytes of tensors allocated while `fn(*args, **kwargs)` runs (inputs and weights excluded).
+
+    Counted by watching every tensor PyTorch creates and frees, so it is exact and deterministic,
+    unlike the process's resident memory; it works on any device.
+    """
+    with _PeakMemory() as mode:
+        result = fn(*args, **kwargs)
+    del result
+    return mode.peak

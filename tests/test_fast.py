@@ -1,0 +1,229 @@
+"""FastResampler equals the step model, shares its parameters, and says when it falls back; cost formulas count right.
+
+The configurations are those of tests/test_idefics_parity.py (where the step model equals
+transformers), so FastResampler equals transformers there too. The CUDA variants run where a GPU is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import perceiver_edu as pe
+from perceiver_edu import cost
+from perceiver_edu.fast import fast_path_support
+
+from test_idefics_parity import CONTEXT_LENGTHS, EMBED_DIM, HEAD_LAYOUTS
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,
+                                               pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")])]
+VARIANTS = [  # (arrangement, sdpa)
+    ("auto", None), ("standard", True), ("standard", False), ("absorbed", True), ("absorbed", False)]
+
+
+def perturbed_model(config: pe.ResamplerConfig, seed: int = 0) -> pe.PerceiverResampler:
+    """A model whose LayerNorms are not (1, 0), so a mis-folded scale or shift would show."""
+    torch.manual_seed(seed)
+    model = pe.PerceiverResampler(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or ".ln." in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("latents_in_kv", [True, False])
+@pytest.mark.parametrize("qk_norm", [False, True])
+@pytest.mark.parametrize("depth", [1, 2, 6])
+def test_fast_equals_the_step_model(depth, qk_norm, latents_in_kv, device):
+    """To 1e-5 in float32, over the parity test's head layouts, batch sizes and context lengths."""
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    for (n_heads, head_dim), batch in zip(HEAD_LAYOUTS, (1, 2, 3, 4)):
+        config = pe.ResamplerConfig(EMBED_DIM, depth, n_heads, head_dim, 8, qk_norm=qk_norm, latents_in_kv=latents_in_kv)
+        model = perturbed_model(config, seed=depth).to(device)
+        for arrangement, sdpa in VARIANTS:
+            if arrangement == "absorbed" and qk_norm:
+                continue
+            fast = pe.FastResampler(model, arrangement, sdpa=sdpa)
+            for s in CONTEXT_LENGTHS:
+                if s == 0 and not latents_in_kv:
+                    continue  # no keys at all: the step model refuses too
+                context = torch.randn(batch, s, EMBED_DIM, device=device)
+                with torch.no_grad():
+                    torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=1e-5,
+                                               msg=lambda m: f"{arrangement}, sdpa={sdpa}, s={s}: {m}")
+
+
+def test_fast_equals_transformers_at_the_idefics_scale():
+    """IDEFICS-9B's resampler sizes (1280, 16 x 96, 64 latents; depth 2 to stay quick), both arrangements, s = 257."""
+    idefics = pytest.importorskip("transformers.models.idefics.perceiver")
+    from test_idefics_parity import hf_resampler
+
+    hf = hf_resampler(2, 16, 96, 64, False, embed_dim=1280)
+    fast = pe.FastResampler(pe.PerceiverResampler.from_idefics(hf))
+    assert isinstance(hf, idefics.IdeficsPerceiverResampler)
+    context = torch.randn(1, 257, 1280)
+    with torch.no_grad():
+        expected = hf(context)
+        for arrangement in ("standard", "absorbed"):
+            fast.arrangement = arrangement
+            torch.testing.assert_close(fast(context), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_long_context_stays_within_1e4():
+    """s = 4096: the absorbed sums run over e = 1280 per score instead of d = 96; still close (see fast.py)."""
+    model = perturbed_model(pe.ResamplerConfig.idefics(depth=1))
+    context = torch.randn(1, 4096, 1280)
+    with torch.no_grad():
+        expected = model(context)
+        for arrangement in ("standard", "absorbed"):
+            got = pe.FastResampler(model, arrangement)(context)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_parameters_are_shared_not_copied():
+    model = perturbed_model(pe.ResamplerConfig.tiny(depth=2))
+    fast = pe.FastResampler(model)
+    assert fast.model is model
+    own = dict(model.named_parameters())
+    shared = dict(fast.named_parameters())
+    assert set(shared) == {f"model.{name}" for name in own}
+    for name, p in own.items():
+        assert shared[f"model.{name}"] is p and shared[f"model.{name}"].data_ptr() == p.data_ptr()
+    # a change to the model's weights is seen by the fast path, also after the folded weights were cached
+    context = torch.randn(2, 20, 32)
+    for arrangement in ("standard", "absorbed"):
+        fast.arrangement = arrangement
+        with torch.no_grad():
+            before = fast(context)
+            model.blocks[1][0].context_layer_norm.bias.add_(0.5)
+            model.blocks[0][0].k_proj.weight.mul_(1.5)
+            after = fast(context)
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, model(context).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_flow_to_the_shared_parameters():
+    """Outside no_grad the folded weights are rebuilt each call, so training through the fast path works."""
+    model = perturbed_model(pe.ResamplerConfig.tiny(depth=2))
+    context = torch.randn(2, 20, 32)
+    for arrangement in ("standard", "absorbed"):
+        model.zero_grad()
+        model(context).square().sum().backward()
+        expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        pe.FastResampler(model, arrangement)(context).square().sum().backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, expected[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_no_trace():
+    fast = pe.FastResampler(pe.PerceiverResampler(pe.ResamplerConfig.tiny()))
+    with pytest.raises(ValueError, match="records no trace"):
+        fast(torch.randn(1, 5, 32), return_trace=True)
+
+
+def test_bad_input_gets_the_step_models_message():
+    fast = pe.FastResampler(pe.PerceiverResampler(pe.ResamplerConfig.tiny()))
+    with pytest.raises(ValueError, match="context has embed_dim 16 but the resampler expects 32"):
+        fast(torch.randn(1, 5, 16))
+    with pytest.raises(TypeError, match="model must be a pe.PerceiverResampler"):
+        pe.FastResampler(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="arrangement must be"):
+        pe.FastResampler(pe.PerceiverResampler(pe.ResamplerConfig.tiny()), arrangement="fastest")
+    with pytest.raises(ValueError, match="QK-norm's LayerNorm on k is not linear"):
+        pe.FastResampler(pe.PerceiverResampler(pe.ResamplerConfig.tiny(qk_norm=True)), arrangement="absorbed")
+
+
+@dataclasses.dataclass(frozen=True)
+class _OtherFamily:
+    """A config with the family fields set (works before and after the config seams are merged)."""
+    base: pe.ResamplerConfig
+    norm: str = "rms"
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+
+def test_unsupported_configs_fall_back_and_say_so():
+    assert fast_path_support(pe.ResamplerConfig.idefics()) is None
+    assert fast_path_support(pe.ResamplerConfig.tiny(qk_norm=True, latents_in_kv=False)) is None
+    other = _OtherFamily(pe.ResamplerConfig.tiny())
+    assert "norm='rms'" in fast_path_support(other)
+    for field, value in [("mlp", "swiglu"), ("n_kv_heads", 2), ("n_media_embeds", 3), ("accepts_mask", True)]:
+        cfg = dataclasses.replace(other, norm="layer")
+        object.__setattr__(cfg, field, value)
+        assert field in fast_path_support(cfg)
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+    model.config = other  # stands in for an Idefics2-like model until the family presets exist
+    fast = pe.FastResampler(model)
+    assert fast.fallback_reason and "fallback to the step model" in repr(fast)
+    context = torch.randn(1, 5, 32)
+    with pytest.warns(UserWarning, match="falls back to the step model: norm='rms'"):
+        got = fast(context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning comes once, not on every call
+        fast(context)
+    torch.testing.assert_close(got, model(context))
+
+
+# -- the cost formulas, held to PyTorch's own FLOP counter -------------------------------------
+def counted_flops(fn, *args) -> int:
+    """PyTorch's count. The weights must be frozen (requires_grad_(False)): the counter follows modules
+    with autograd hooks, which refuse no_grad."""
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("qk_norm, latents_in_kv", [(False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("b, s", [(1, 17), (3, 50)])
+def test_flop_formulas_match_the_flop_counter(b, s, qk_norm, latents_in_kv):
+    """A wrong factor, a missing step or a wrong n = s + l would make these differ."""
+    config = pe.ResamplerConfig(embed_dim=40, depth=3, n_heads=5, head_dim=12, n_latents=7, qk_norm=qk_norm,
+                                latents_in_kv=latents_in_kv)
+    model = perturbed_model(config).requires_grad_(False)
+    context = torch.randn(b, s, 40)
+    assert counted_flops(model, context) == cost.total_flops(config, b, s, "standard")
+    arrangements = ("standard",) if qk_norm else ("standard", "absorbed")
+    for arrangement in arrangements:
+        fast = pe.FastResampler(model, arrangement, sdpa=False)
+        fast(context)  # build the folded weights first: their (one-off) products are not part of a call
+        assert counted_flops(fast, context) == cost.total_flops(config, b, s, arrangement, shared_first_layer=True)
+
+
+def test_step_flops_names_each_product():
+    config = pe.ResamplerConfig.idefics()
+    flops = cost.step_flops(config, 1, 257)
+    # the context's k/v projections: 2 products of [257, 1280] @ [1280, 1536] in each of 6 layers
+    assert flops["k_proj, v_proj (context)"] == 6 * 2 * 2 * 257 * 1280 * 1536
+    assert flops["mlp (fc, c_proj)"] == 6 * 2 * 2 * 64 * 1280 * 5120
+    assert cost.cheaper_arrangement(config, 1, 257) == "absorbed"
+    assert cost.cheaper_arrangement(config.replace(qk_norm=True), 1, 4096) == "standard"
+    # with many latents (l > d) projecting the context is cheaper than meeting it in embedding space
+    assert cost.cheaper_arrangement(config.replace(n_latents=512), 1, 257) == "standard"
+    with pytest.raises(ValueError, match="not linear"):
+        cost.step_flops(config.replace(qk_norm=True), 1, 257, "absorbed")
+
+
+def test_peak_memory_counts_what_is_allocated():
+    a = torch.randn(256, 256)
+    # a @ a then relu: two 256 x 256 float32 results alive at once, views and inputs not counted
+    assert cost.peak_memory(lambda: (a @ a).relu().view(-1)) == 2 * 256 * 256 * 4
+    assert cost.peak_memory(lambda: a.view(-1).t()) == 0
+
+
+def test_lm_cross_attention_grows_with_the_visual_tokens():
+    few = cost.lm_cross_attention_flops(n_text=100, n_visual=64, lm_dim=4096, n_layers=8, visual_dim=1280)
+    many = cost.lm_cross_attention_flops(n_text=100, n_visual=257, lm_dim=4096, n_layers=8, visual_dim=1280)
+    per_token = 8 * (2 * 2 * 1280 * 4096 + 2 * 2 * 100 * 4096)  # k, v of one more visual token + its scores/sum
+    assert many - few == (257 - 64) * per_token
+    assert cost.tokens_per_image(257, 64) == 64 and cost.tokens_per_image(257, 64, resampler=False) == 257
