@@ -141,14 +141,16 @@ class FastResampler(nn.Module):
             lat = F.layer_norm(latents, latents.shape[-1:], lat_ln.weight, lat_ln.bias, lat_ln.eps)  # [b|1, l, e]
             context = torch.addcmul(ctx_ln.bias, x_hat, ctx_ln.weight)  # this layer's LayerNorm: x_hat g + b
             kv_input = torch.cat([context, lat.expand(b, -1, -1)], dim=1) if cfg.latents_in_kv else context  # [b, n, e]
-            q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b h l d", h=h) * d**-0.5
+            q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b l h d", h=h) * d**-0.5
             w_k = rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h)
-            u = torch.matmul(q, w_k)  # [b|1, h, l, e]: (q / sqrt(d)) W_k, the queries in embedding space
+            # einsum batches over the heads, so the weights are read as they are; a broadcasting
+            # matmul over b would copy each weight b times
+            u = torch.einsum("b l h d, h d e -> b h l e", q, w_k)  # (q / sqrt(d)) W_k: queries in embedding space
             u = rearrange(u, "b h l e -> b (h l) e").expand(b, -1, -1)
             z = self._attend(u, kv_input, scale=1.0)  # [b, (h l), e]: attn . kv_input
-            w_v = rearrange(attention.v_proj.weight, "(h d) e -> h e d", h=h)
-            out = torch.matmul(rearrange(z, "b (h l) e -> b h l e", h=h), w_v)  # [b, h, l, d]: (attn . x) W_v^T
-            update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
+            w_v = rearrange(attention.v_proj.weight, "(h d) e -> h d e", h=h)
+            out = torch.einsum("b h l e, h d e -> b l h d", rearrange(z, "b (h l) e -> b h l e", h=h), w_v)  # (attn . x) W_v^T
+            update = F.linear(rearrange(out, "b l h d -> b l (h d)"), attention.output_proj.weight)
             latents = self._mlp_block(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
