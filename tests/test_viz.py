@@ -334,6 +334,21 @@ def test_latents_on_scene_draw_each_latents_map_on_the_canvas_and_name_its_objec
     assert "shared" in colorbar_labels(fig)[0]
 
 
+def test_latents_on_scene_can_show_one_scene_per_row(scene):
+    image, boxes, labels, attn = scene
+    flipped = image[::-1, ::-1].copy()
+    flipped_boxes = CANVAS - boxes[:, [2, 3, 0, 1]]  # the same objects, turned half a circle
+    fig = viz.plot_latents_on_scene(attn, [image, flipped], boxes=[boxes, flipped_boxes], labels=[labels, labels],
+                                    row_labels=["scene 0", "scene 1"])
+    panels = [ax for ax in fig.axes if ax.images and ax.get_xlabel()]
+    # latent 0 looks at the top-left patches: object 0 (class 3) in scene 0, object 1 (class 7) turned into that corner
+    assert panels[0].get_xlabel().endswith("on class 3") and panels[3].get_xlabel().endswith("on class 7")
+    with pytest.raises(ValueError, match=r"boxes must be a list with one entry per row \(2\)"):
+        viz.plot_latents_on_scene(attn, [image, flipped], boxes=boxes)
+    with pytest.raises(ValueError, match=r"image must be one \[H, W\] canvas, or a list of one per row of attn \(2\); got 3"):
+        viz.plot_latents_on_scene(attn, [image] * 3)
+
+
 def test_scenes_and_coverage_figures_show_their_data(scene):
     image, boxes, labels, _ = scene
     fig = viz.plot_scenes(torch.tensor(np.stack([image, image[::-1]]), dtype=torch.float32), [boxes, boxes[:1]],
