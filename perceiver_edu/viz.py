@@ -603,7 +603,7 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
                 ax.set_xlabel("x (0..7)", fontsize=8)
     where = "" if layer is None else f"layer {layer}: "
     fig.suptitle(title or f"{where}where each latent looks on the digit" + (" (cyan: the digit's strokes)" if image is not None else ""))
-    fig.colorbar(shown, ax=axes, label="attention weight on each pixel" + (" (shared scale)" if shared else ""),
+    fig.colorbar(shown, ax=axes, label="attention weight\non each pixel" + (" (shared scale)" if shared else ""),
                  shrink=0.9)
     return fig
 
@@ -815,7 +815,7 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
             elif i == r - 1:
                 ax.set_xlabel("x", fontsize=8)
     fig.suptitle(title or "Where each latent looks on the scene (cyan: the strokes; dashed: the objects' boxes)")
-    fig.colorbar(shown, ax=axes, label="share of the latent's attention on the patch" + (" (shared scale)" if shared else ""),
+    fig.colorbar(shown, ax=axes, label="share of the latent's\nattention on the patch" + (" (shared scale)" if shared else ""),
                  shrink=0.9)
     return fig
 
@@ -832,16 +832,18 @@ def plot_coverage(best_shares: Any, *, threshold: float = 0.5, title: str | None
     if not isinstance(best_shares, dict) or not best_shares:
         raise TypeError(f"best_shares must be a dict {{name: [k] shares per object}}; got {type(best_shares).__name__}")
     runs = {name: _to_numpy(v, f"best_shares[{name!r}]", 1, "k") for name, v in best_shares.items()}
-    fig = _new_figure(fig, (8, 3.6))
+    fig = _new_figure(fig, (8, 4.2))
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 21)
     for name, values in runs.items():
         covered = float((values >= threshold).mean())
-        ax.hist(values, bins=bins, alpha=0.6, label=f"{name}: {covered:.0%} of {len(values)} objects covered")
-    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} in the box")
-    ax.set_xlabel("the best latent's share of attention inside the object's box")
+        # outlines, not filled bars: several runs stay readable where they overlap
+        ax.hist(values, bins=bins, histtype="step", linewidth=2,
+                label=f"{name}: {covered:.0%} of {len(values)} objects covered")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} on the object")
+    ax.set_xlabel("the best latent's share of attention on the object's patches")
     ax.set_ylabel("objects")
     ax.set_xlim(0, 1)
-    ax.legend(fontsize=8, loc="upper center")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     ax.set_title(title or "Object coverage: does some latent look at each object?")
     return fig
