@@ -86,6 +86,14 @@ def _new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
 
 # -- drawing helpers ------------------------------------------------------------------------------
 
+def _panel_grid(fig: Figure | None, k: int, max_cols: int, panel: tuple[float, float], margin: tuple[float, float]):
+    """A figure sized for k small panels, at most max_cols per row: (fig, axes [rows, cols])."""
+    cols = min(k, max_cols)
+    rows = math.ceil(k / cols)
+    fig = _new_figure(fig, (panel[0] * cols + margin[0], panel[1] * rows + margin[1]))
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
 def _draw_map(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bool = True, ylabel: bool = True):
     """One [l, n] map on `ax`, with the context | latents divider when the latents are among the keys."""
     image = ax.imshow(attn, aspect="auto", cmap=CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
@@ -495,10 +503,7 @@ def plot_digits(images: Any, labels: Any = None, predictions: Any = None, *, tit
     for name, values in (("labels", labels), ("predictions", predictions)):
         if values is not None and len(values) != k:
             raise ValueError(f"{name} must give one number per image ({k}); got {len(values)}")
-    cols = min(k, 10)
-    rows = math.ceil(k / cols)
-    fig = _new_figure(fig, (1.25 * cols + 1.2, 1.45 * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _panel_grid(fig, k, 10, (1.25, 1.45), (1.2, 0.6))
     vmax = max(1.0, float(images.max()))
     for i, ax in enumerate(axes.flat):
         if i >= k:
@@ -716,10 +721,7 @@ def plot_scenes(images: Any, boxes: Any = None, labels: Any = None, *, title: st
     for name, values in (("boxes", boxes), ("labels", labels)):
         if values is not None and len(values) != k:
             raise ValueError(f"{name} must give one entry per scene ({k}); got {len(values)}")
-    cols = min(k, 6)
-    rows = math.ceil(k / cols)
-    fig = _new_figure(fig, (2.1 * cols + 1.0, 2.2 * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _panel_grid(fig, k, 6, (2.1, 2.2), (1.0, 0.6))
     for i, ax in enumerate(axes.flat):
         if i >= k:
             ax.set_visible(False)
