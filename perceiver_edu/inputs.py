@@ -4,12 +4,16 @@ Random context makes random-looking maps. The other two give the attention somet
 `structured_context` hides a few distinctive tokens among near-identical background tokens, and
 `image_context` cuts a real photograph (one that ships with scikit-learn, no download) into a
 16 x 16 grid of patches plus a CLS token: 257 tokens, the shape of one image in IDEFICS.
-Everything is seeded, so the same call gives the same tensor on every machine.
+Everything is seeded, so the same call gives the same tensor on every machine. The generator's
+seed is derived from the seed *and* the kind (`input_generator`), so `make_context(kind, seed=k)`
+never replays the numbers `torch.manual_seed(k)` hands to a model's weights: a context and a
+model built from the same seed are independent.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 
 import numpy as np
@@ -21,9 +25,20 @@ INPUT_KINDS = ("random", "structured", "image")
 PATCH_SIZE = 14  # ViT-H/14, as in IDEFICS: 224 px -> 16 x 16 patches
 
 
+def input_generator(kind: str, seed: int) -> torch.Generator:
+    """A torch generator seeded from (seed, kind), never from the seed alone.
+
+    torch.manual_seed(k) builds a model's weights from the stream that seed k starts. A context
+    drawn from that same stream would repeat the weights' numbers (the first context token would
+    equal the first latent). Hashing the kind into the seed gives every (seed, kind) its own stream.
+    """
+    digest = hashlib.sha256(f"perceiver_edu.inputs/{kind}/{int(seed)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)  # 63 bits: a valid seed
+
+
 def random_context(batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0) -> Tensor:
     """[b, s, e] standard-normal tokens: no structure for the attention to find."""
-    g = torch.Generator().manual_seed(seed)
+    g = input_generator("random", seed)
     return torch.randn(batch, context_length, embed_dim, generator=g)
 
 
@@ -43,7 +58,7 @@ def structured_context(
     distinctive tokens (at `distinctive_positions`) point in their own directions and stand out
     as bright or dark columns in the attention maps.
     """
-    g = torch.Generator().manual_seed(seed)
+    g = input_generator("structured", seed)
     background = torch.randn(embed_dim, generator=g)
     context = background + 0.1 * torch.randn(batch, context_length, embed_dim, generator=g)
     for pos in distinctive_positions(context_length, n_distinctive):
@@ -94,25 +109,36 @@ def image_context(batch: int = 1, context_length: int = 257, embed_dim: int = 64
     colour of its four quarters (12 numbers, each standardised over the patches), and a fixed
     random projection maps these to e features. Patches that look alike at a glance (sky, water,
     the dark roof) therefore get similar tokens, and a latent that matches one of them matches the
-    whole region: attention maps show regions rather than single pixels of texture. The CLS token
-    is the mean of the patch tokens, a summary of the whole image, as a ViT's CLS token is meant to be.
+    whole region: attention maps show regions rather than single pixels of texture.
+
+    The CLS token describes the whole image the way a token describes a patch: the mean colour of
+    the image's four quarters (top-left, top-right, bottom-left, bottom-right), standardised with
+    the patches' statistics and projected like them. It is a coarse summary of the layout (sky at
+    the top, dark water at the bottom), close to the patches' average but not equal to any patch.
+    (A real ViT's CLS token is a learned extra token that its layers fill with a summary of the
+    image; this one is a fixed stand-in with the same role.) It is not the mean of the patch
+    tokens: that mean is exactly zero after the standardisation, which would make CLS a blank token.
     """
     side = grid_side(context_length)
     image = torch.from_numpy(sample_image(side))  # [g*14, g*14, 3]
     quarter = PATCH_SIZE // POOL
-    features = reduce(image, "(gh qh ph) (gw qw pw) c -> (gh gw) (qh qw c)", "mean",
-                      qh=POOL, qw=POOL, ph=quarter, pw=quarter)  # [g*g, 12]
-    # clamp: a single patch (s = 2) or a flat colour has no spread to divide by
-    features = (features - features.mean(dim=0)) / features.std(dim=0, correction=0).clamp_min(1e-6)
-    g = torch.Generator().manual_seed(seed)
+    patches = reduce(image, "(gh qh ph) (gw qw pw) c -> (gh gw) (qh qw c)", "mean",
+                     qh=POOL, qw=POOL, ph=quarter, pw=quarter)  # [g*g, 12]
+    whole = reduce(image, "(qh ph) (qw pw) c -> 1 (qh qw c)", "mean", qh=POOL, qw=POOL)  # [1, 12]: the image as one patch
+    mean, std = patches.mean(dim=0), patches.std(dim=0, correction=0).clamp_min(1e-6)  # clamp: one patch, or a flat colour
+    features = (torch.cat([whole, patches]) - mean) / std  # [1 + g*g, 12]: CLS first, standardised with the patches
+    g = input_generator("image", seed)
     projection = torch.randn(features.shape[1], embed_dim, generator=g) / math.sqrt(features.shape[1])
-    tokens = features @ projection  # [g*g, e]
-    tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens])  # [1 + g*g, e]
+    tokens = features @ projection  # [1 + g*g, e]
     return tokens.expand(batch, -1, -1).clone()
 
 
 def make_context(kind: str, batch: int = 1, context_length: int = 257, embed_dim: int = 64, seed: int = 0) -> Tensor:
-    """[b, s, e] context of the given kind: 'random', 'structured' or 'image'."""
+    """[b, s, e] context of the given kind: 'random', 'structured' or 'image'.
+
+    The numbers come from `input_generator(kind, seed)`: the same seed as the model's weights is
+    fine, no "seed + 1" needed.
+    """
     makers = {"random": random_context, "structured": structured_context, "image": image_context}
     if kind not in makers:
         raise ValueError(f"kind must be one of {list(INPUT_KINDS)}; got {kind!r}")

@@ -41,8 +41,13 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
 def join_latents(context: Tensor, latents: Tensor) -> Tensor:
     """[b, s, e], [b, l, e] -> [b, s + l, e]: the Flamingo detail, latents join the keys/values.
 
-    Each latent can then attend to itself and to the other latents as well as to the context, so
-    a latent that finds nothing useful in the context can keep (a mix of) what it already holds.
+    Without the join a latent's update mixes context values only: its own content steers where it
+    looks (its query), but no latent ever reads another, so the latents are l independent readers.
+    (Even when every latent gets the same update, the residual keeps them exactly as different as
+    before; what is lost is an update specific to each latent, and any exchange between them.)
+    With the join every latent's values are among the keys/values, so one attention both reads the
+    context and lets the latents exchange information. The original Perceiver does that exchange
+    in separate latent self-attention blocks; Flamingo folds it into the cross-attention.
     """
     return torch.cat([context, latents], dim=-2)
 
