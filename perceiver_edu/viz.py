@@ -465,15 +465,15 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     top.set_xlabel(f"patch column (0..{side - 1})")
     top.set_ylabel(f"patch row (0..{side - 1})")
     top.set_title(title or f"Attention over a {side} x {side} patch grid + CLS (s = {context_length})")
-    fig.colorbar(overlay, ax=top, label="attention weight on each patch" + (" (shared scale)" if shared else
-                                                                            " (this figure's own scale)"))
+    fig.colorbar(overlay, ax=top, label="attention weight on each patch\n" + ("(shared scale)" if shared else
+                                                                              "(this figure's own scale)"))
 
     labels = ["CLS"] + [f"l{i}" for i in range(n_latent_keys)]
     colors = ["tab:orange"] + ["tab:blue"] * n_latent_keys
     bottom.bar(np.arange(len(others)), others, color=colors)
     if n_latent_keys:
         bottom.axvline(0.5, color="black", linestyle="--", linewidth=1)  # context | latents
-    bottom.set_xticks(np.arange(len(others)), labels, fontsize=7)
+    bottom.set_xticks(np.arange(len(others)), labels, fontsize=8)
     bottom.set_xlabel("key: CLS (context) | latents")
     bottom.set_ylabel("weight")
     patch_sum, latent_sum = patches.sum(), row[context_length:].sum()
