@@ -11,6 +11,9 @@ from .device import available_devices, pick_device
 from .inputs import INPUT_KINDS, make_context
 from .interop import load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
+from . import scenes
+from .pretrained import PRETRAINED, held_out_scenes, pretrained, pretrained_info, scenes_variant
+from .scenes import SceneModel, Scenes, make_scenes, train_scenes
 from . import toy
 from .toy import DigitClassifier, load_digits_split, train_digits
 from .trace import Trace, attention_entropy, context_share
@@ -29,22 +32,32 @@ def __getattr__(name):
 __all__ = [
     "Explorer",
     "INPUT_KINDS",
+    "PRETRAINED",
     "DigitClassifier",
     "FeedForward",
     "PerceiverAttention",
     "PerceiverResampler",
+    "SceneModel",
+    "Scenes",
     "ResamplerConfig",
     "Trace",
     "attention_entropy",
     "available_devices",
     "context_share",
+    "held_out_scenes",
     "load_digits_split",
     "load_idefics_checkpoint",
     "make_context",
+    "make_scenes",
     "pick_device",
+    "pretrained",
+    "pretrained_info",
     "scale_qk_",
+    "scenes",
+    "scenes_variant",
     "steps",
     "toy",
     "train_digits",
+    "train_scenes",
 ]
 __version__ = "0.1.0"
