@@ -14,7 +14,7 @@ import perceiver_edu as pe
 from perceiver_edu import scenes, toy, viz
 
 HERE = Path(__file__).resolve().parent
-CHAPTER2_SCENE, CHAPTER2_LAYER, CHAPTER2_HEAD = 0, 1, 0  # as in chapter 2
+CHAPTER2_SCENE, CHAPTER2_LAYER, CHAPTER2_HEAD = 0, 1, 0  # as in chapter 2 (scene 0, layer 1, head 0)
 CHAPTER4_SCENES = [0, 1, 2]  # held_out_scenes(100, seed=1), as in chapter 4
 
 
