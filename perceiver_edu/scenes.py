@@ -19,21 +19,22 @@ stay. Scenes are drawn from a seed with no download; training scenes use the dig
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import dataclass, field
+from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from .config import ResamplerConfig
-from .modules import PerceiverResampler
-from .toy import N_CLASSES, SIDE, TrainResult, _progress_bar, image_attention, load_digits_split
+from .modules import PerceiverResampler, scale_qk_
+from .toy import (N_CLASSES, SIDE, TrainResult, _progress_bar, adamw_with_cosine, deterministic_begin, deterministic_end,
+                  image_attention, load_digits_split)
 from .trace import Trace, attention_entropy
 
 CANVAS = 32  # pixels per side of a training scene
@@ -73,6 +74,7 @@ class Scenes:
         return f"Scenes({len(self)} scenes of {h} x {w} pixels, {counts[0]}-{counts[-1]} digits each)"
 
 
+@lru_cache(maxsize=2)  # read once: the explorer steps through scenes one at a time
 def _digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
     """The 8 x 8 digits scenes are made of: [N, 8, 8] floats and [N] classes of one half of the split."""
     data = load_digits_split()
@@ -193,14 +195,14 @@ class SceneModel(nn.Module):
     """
 
     def __init__(self, config: ResamplerConfig | None = None, patch_size: int = PATCH, n_bands: int = 6,
-                 max_freq: float = 8.0) -> None:
+                 max_freq: float = 8.0, qk_init_gain: float = 2.0) -> None:
         super().__init__()
         if config is None:
             config = scenes_config()
         elif not isinstance(config, ResamplerConfig):
             raise TypeError(f"config must be a ResamplerConfig (e.g. scenes.scenes_config()); got {type(config).__name__}")
         self.config = config
-        self.patch_size, self.n_bands, self.max_freq = patch_size, n_bands, max_freq
+        self.patch_size, self.n_bands, self.max_freq, self.qk_init_gain = patch_size, n_bands, max_freq, qk_init_gain
         if patch_size % 2:
             raise ValueError(f"patch_size must be even (the backbone halves the canvas); got {patch_size}")
         e = config.embed_dim
@@ -208,12 +210,17 @@ class SceneModel(nn.Module):
         self.pixels = nn.Linear(BACKBONE_CHANNELS * (patch_size // 2) ** 2, e)  # what is in (and around) the patch
         self.position = nn.Linear(2 * (1 + 2 * n_bands), e)  # where it is
         self.resampler = PerceiverResampler(config)
+        # q and k start qk_init_gain times larger (scores gain**2): each latent starts with a slightly
+        # sharper view of its own, so the latents differ from the first step and the Hungarian
+        # matching finds a consistent latent for each object sooner (a flat start learned slower here)
+        scale_qk_(self.resampler, qk_init_gain)
         self.class_head = nn.Linear(e, N_CLASSES + 1)
         self.box_head = nn.Linear(e, 4)
 
     def spec(self) -> dict[str, Any]:
         """The constructor arguments, as saved next to the weights."""
-        return dict(config=self.config.to_dict(), patch_size=self.patch_size, n_bands=self.n_bands, max_freq=self.max_freq)
+        return dict(config=self.config.to_dict(), patch_size=self.patch_size, n_bands=self.n_bands, max_freq=self.max_freq,
+                    qk_init_gain=self.qk_init_gain)
 
     def embed(self, images: Tensor) -> Tensor:
         """[b, H, W] -> context [b, s, e]: one token per p x p patch, row by row: its CNN features + its Fourier position."""
@@ -404,33 +411,20 @@ def train_scenes(
     history: step, loss, test_accuracy (object accuracy %, held-out scenes) and coverage (%).
     Seeded (initial weights and scenes), deterministic on the CPU with `threads` threads (1 by
     default, as in `toy.train_digits`, whose reasons hold here too). A notebook-sized run is
-    `train_scenes(steps=600)`: well under a minute, the same behaviour, less polished.
+    `train_scenes(steps=600)`: the latents already head for the objects, less polished.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     model = init_scene_model(config, seed)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    # weight decay on the matrices only: LayerNorm gains (QK-norm's included) may grow to sharpen attention
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-    warmup = max(1, steps // 20)  # warm up over 5% of the steps, then a cosine down to 0
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(t / steps, 1.0)))
-    )
+    optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)  # as chapter 4's digits
     rng = np.random.default_rng([seed, 2])  # the training scenes: fresh ones every step, from the seed
     pool = _digit_pool("train")
     validation = held_out_scenes(eval_scenes, seed=10_000 + seed)
     history: dict[str, list[float]] = {"step": [], "loss": [], "test_accuracy": [], "coverage": []}
 
-    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    saved_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    saved = deterministic_begin(threads)
     bar = _progress_bar(steps, progress)
     start, running, count = time.perf_counter(), 0.0, 0
     try:
@@ -460,7 +454,6 @@ def train_scenes(
     finally:
         if bar is not None:
             bar.close()
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.set_num_threads(saved_threads)
+        deterministic_end(saved)
     model.eval()
     return TrainResult(model, history, time.perf_counter() - start, "cpu", initial_state)

@@ -238,30 +238,11 @@ def train_digits(
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model = model.to(device)
     train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
-    # weight decay pulls matrices (projections, latents, position vectors) towards 0; the LayerNorm
-    # gains and the biases are left alone, or QK-norm's gains could never grow to sharpen attention
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-    # warm up over the first 5% of the steps, then a cosine down to 0: no wild first steps, and
-    # the last steps fine-tune at a small rate.
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(t / steps, 1.0)))
-    )
+    optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)
     batches = torch.Generator().manual_seed(seed)  # a CPU generator: the batch order is the same on any device
     history: dict[str, list[float]] = {"step": [], "loss": [], "test_accuracy": []}
 
-    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    saved_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads is not None and device.type == "cpu":
-        # on tensors this small a second thread saves little (about 20% with both cores free, see
-        # benchmarks/digits_training.py) and costs a lot when another process holds that core:
-        # every op then waits for it, up to 100x slower per step in our runs on a shared machine
-        torch.set_num_threads(threads)
+    saved = deterministic_begin(threads if device.type == "cpu" else None)
     bar = _progress_bar(steps, progress)
     start, running, count = time.perf_counter(), 0.0, 0
     try:
@@ -290,10 +271,46 @@ def train_digits(
     finally:
         if bar is not None:
             bar.close()
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.set_num_threads(saved_threads)
+        deterministic_end(saved)
     model.eval()
     return TrainResult(model, history, time.perf_counter() - start, str(device), initial_state)
+
+
+def deterministic_begin(threads: int | None) -> tuple[bool, bool, int]:
+    """Switch on torch's deterministic algorithms and use `threads` CPU threads; returns what to restore."""
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    saved_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads is not None:
+        # on tensors this small a second thread saves little (about 20% with both cores free, see
+        # benchmarks/digits_training.py) and costs a lot when another process holds that core:
+        # every op then waits for it, up to 100x slower per step in our runs on a shared machine
+        torch.set_num_threads(threads)
+    return (*saved, saved_threads)
+
+
+def deterministic_end(saved: tuple[bool, bool, int]) -> None:
+    """Put back what `deterministic_begin` changed."""
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.set_num_threads(saved[2])
+
+
+def adamw_with_cosine(model: nn.Module, lr: float, weight_decay: float, steps: int):
+    """(optimizer, schedule): AdamW with weight decay on the matrices only, a warm-up, then a cosine to 0."""
+    # weight decay pulls matrices (projections, latents, position vectors) towards 0; the LayerNorm
+    # gains and the biases are left alone, or QK-norm's gains could never grow to sharpen attention
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    # warm up over the first 5% of the steps, then a cosine down to 0: no wild first steps, and
+    # the last steps fine-tune at a small rate.
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(t / steps, 1.0)))
+    )
+    return optimizer, schedule
 
 
 def _progress_bar(total: int, enabled: bool):

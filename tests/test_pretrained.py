@@ -62,11 +62,14 @@ def test_the_trained_scenes_model_reads_its_held_out_scenes():
     model = pe.pretrained("scenes")
     scenes = pe.held_out_scenes(40, seed=7)
     figures = S.evaluate(model, scenes)
-    initial = S.evaluate(S.init_scene_model(model.config, P.pretrained_info("scenes")["seed"]), scenes)
+    info = P.pretrained_info("scenes")
+    initial = S.evaluate(S.init_scene_model(model.config, info["seed"], **info["model"]), scenes)
     # far above what the same architecture does before training
     assert figures["object_accuracy"] > initial["object_accuracy"] + 30
-    assert figures["object_coverage"] > initial["object_coverage"] + 30
-    assert figures["context_entropy"] < initial["context_entropy"]
+    # issue 9's attention figures: some latent puts >= 50 % of its context attention on each object,
+    # and the attention entropy falls by >= 40 % from initialisation
+    assert figures["object_coverage"] >= 90 > initial["object_coverage"]
+    assert figures["context_entropy"] <= 0.6 * initial["context_entropy"]
     # a bigger canvas: more context tokens, the same latents
     prediction, trace = model(pe.held_out_scenes(2, seed=7, canvas=48).images, return_trace=True)
     assert trace.context_length == 144 and prediction.logits.shape == (2, model.config.n_latents, 11)
