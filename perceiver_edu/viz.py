@@ -86,6 +86,14 @@ def _new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
 
 # -- drawing helpers ------------------------------------------------------------------------------
 
+def _panel_grid(fig: Figure | None, k: int, max_cols: int, panel: tuple[float, float], margin: tuple[float, float]):
+    """A figure sized for k small panels, at most max_cols per row: (fig, axes [rows, cols])."""
+    cols = min(k, max_cols)
+    rows = math.ceil(k / cols)
+    fig = _new_figure(fig, (panel[0] * cols + margin[0], panel[1] * rows + margin[1]))
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
 def _draw_map(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bool = True, ylabel: bool = True):
     """One [l, n] map on `ax`, with the context | latents divider when the latents are among the keys."""
     image = ax.imshow(attn, aspect="auto", cmap=CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
@@ -457,15 +465,15 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     top.set_xlabel(f"patch column (0..{side - 1})")
     top.set_ylabel(f"patch row (0..{side - 1})")
     top.set_title(title or f"Attention over a {side} x {side} patch grid + CLS (s = {context_length})")
-    fig.colorbar(overlay, ax=top, label="attention weight on each patch" + (" (shared scale)" if shared else
-                                                                            " (this figure's own scale)"))
+    fig.colorbar(overlay, ax=top, label="attention weight on each patch\n" + ("(shared scale)" if shared else
+                                                                              "(this figure's own scale)"))
 
     labels = ["CLS"] + [f"l{i}" for i in range(n_latent_keys)]
     colors = ["tab:orange"] + ["tab:blue"] * n_latent_keys
     bottom.bar(np.arange(len(others)), others, color=colors)
     if n_latent_keys:
         bottom.axvline(0.5, color="black", linestyle="--", linewidth=1)  # context | latents
-    bottom.set_xticks(np.arange(len(others)), labels, fontsize=7)
+    bottom.set_xticks(np.arange(len(others)), labels, fontsize=8)
     bottom.set_xlabel("key: CLS (context) | latents")
     bottom.set_ylabel("weight")
     patch_sum, latent_sum = patches.sum(), row[context_length:].sum()
@@ -495,10 +503,7 @@ def plot_digits(images: Any, labels: Any = None, predictions: Any = None, *, tit
     for name, values in (("labels", labels), ("predictions", predictions)):
         if values is not None and len(values) != k:
             raise ValueError(f"{name} must give one number per image ({k}); got {len(values)}")
-    cols = min(k, 10)
-    rows = math.ceil(k / cols)
-    fig = _new_figure(fig, (1.25 * cols + 1.2, 1.45 * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _panel_grid(fig, k, 10, (1.25, 1.45), (1.2, 0.6))
     vmax = max(1.0, float(images.max()))
     for i, ax in enumerate(axes.flat):
         if i >= k:
@@ -603,7 +608,7 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
                 ax.set_xlabel("x (0..7)", fontsize=8)
     where = "" if layer is None else f"layer {layer}: "
     fig.suptitle(title or f"{where}where each latent looks on the digit" + (" (cyan: the digit's strokes)" if image is not None else ""))
-    fig.colorbar(shown, ax=axes, label="attention weight on each pixel" + (" (shared scale)" if shared else ""),
+    fig.colorbar(shown, ax=axes, label="attention weight\non each pixel" + (" (shared scale)" if shared else ""),
                  shrink=0.9)
     return fig
 
@@ -716,10 +721,7 @@ def plot_scenes(images: Any, boxes: Any = None, labels: Any = None, *, title: st
     for name, values in (("boxes", boxes), ("labels", labels)):
         if values is not None and len(values) != k:
             raise ValueError(f"{name} must give one entry per scene ({k}); got {len(values)}")
-    cols = min(k, 6)
-    rows = math.ceil(k / cols)
-    fig = _new_figure(fig, (2.1 * cols + 1.0, 2.2 * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _panel_grid(fig, k, 6, (2.1, 2.2), (1.0, 0.6))
     for i, ax in enumerate(axes.flat):
         if i >= k:
             ax.set_visible(False)
@@ -815,7 +817,7 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
             elif i == r - 1:
                 ax.set_xlabel("x", fontsize=8)
     fig.suptitle(title or "Where each latent looks on the scene (cyan: the strokes; dashed: the objects' boxes)")
-    fig.colorbar(shown, ax=axes, label="share of the latent's attention on the patch" + (" (shared scale)" if shared else ""),
+    fig.colorbar(shown, ax=axes, label="share of the latent's\nattention on the patch" + (" (shared scale)" if shared else ""),
                  shrink=0.9)
     return fig
 
@@ -832,16 +834,18 @@ def plot_coverage(best_shares: Any, *, threshold: float = 0.5, title: str | None
     if not isinstance(best_shares, dict) or not best_shares:
         raise TypeError(f"best_shares must be a dict {{name: [k] shares per object}}; got {type(best_shares).__name__}")
     runs = {name: _to_numpy(v, f"best_shares[{name!r}]", 1, "k") for name, v in best_shares.items()}
-    fig = _new_figure(fig, (8, 3.6))
+    fig = _new_figure(fig, (8, 4.2))
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 21)
     for name, values in runs.items():
         covered = float((values >= threshold).mean())
-        ax.hist(values, bins=bins, alpha=0.6, label=f"{name}: {covered:.0%} of {len(values)} objects covered")
-    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} in the box")
-    ax.set_xlabel("the best latent's share of attention inside the object's box")
+        # outlines, not filled bars: several runs stay readable where they overlap
+        ax.hist(values, bins=bins, histtype="step", linewidth=2,
+                label=f"{name}: {covered:.0%} of {len(values)} objects covered")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} on the object")
+    ax.set_xlabel("the best latent's share of attention on the object's patches")
     ax.set_ylabel("objects")
     ax.set_xlim(0, 1)
-    ax.legend(fontsize=8, loc="upper center")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     ax.set_title(title or "Object coverage: does some latent look at each object?")
     return fig

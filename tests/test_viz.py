@@ -334,6 +334,21 @@ def test_latents_on_scene_draw_each_latents_map_on_the_canvas_and_name_its_objec
     assert "shared" in colorbar_labels(fig)[0]
 
 
+def test_latents_on_scene_can_show_one_scene_per_row(scene):
+    image, boxes, labels, attn = scene
+    flipped = image[::-1, ::-1].copy()
+    flipped_boxes = CANVAS - boxes[:, [2, 3, 0, 1]]  # the same objects, turned half a circle
+    fig = viz.plot_latents_on_scene(attn, [image, flipped], boxes=[boxes, flipped_boxes], labels=[labels, labels],
+                                    row_labels=["scene 0", "scene 1"])
+    panels = [ax for ax in fig.axes if ax.images and ax.get_xlabel()]
+    # latent 0 looks at the top-left patches: object 0 (class 3) in scene 0, object 1 (class 7) turned into that corner
+    assert panels[0].get_xlabel().endswith("on class 3") and panels[3].get_xlabel().endswith("on class 7")
+    with pytest.raises(ValueError, match=r"boxes must be a list with one entry per row \(2\)"):
+        viz.plot_latents_on_scene(attn, [image, flipped], boxes=boxes)
+    with pytest.raises(ValueError, match=r"image must be one \[H, W\] canvas, or a list of one per row of attn \(2\); got 3"):
+        viz.plot_latents_on_scene(attn, [image] * 3)
+
+
 def test_scenes_and_coverage_figures_show_their_data(scene):
     image, boxes, labels, _ = scene
     fig = viz.plot_scenes(torch.tensor(np.stack([image, image[::-1]]), dtype=torch.float32), [boxes, boxes[:1]],
@@ -343,9 +358,16 @@ def test_scenes_and_coverage_figures_show_their_data(scene):
     assert shown[0].get_title() == "scene 0: 2 objects"
     before, after = torch.tensor([0.1, 0.2, 0.6]), torch.tensor([0.9, 0.8, 0.4])
     fig = viz.plot_coverage({"at initialisation": before, "trained": after}, threshold=0.5)
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "at initialisation: 33% of 3 objects covered" in legend and "trained: 67% of 3 objects covered" in legend
-    assert sum(p.get_height() for p in fig.axes[0].patches) == 6  # every object of both runs is counted once
+    outlines = fig.axes[0].patches
+    assert len(outlines) == 2  # one outline per run
+
+    def area(polygon):  # shoelace: the area under a histogram's outline is objects x bin width
+        x, y = polygon.get_xy().T
+        return abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2
+
+    assert [area(p) for p in outlines] == pytest.approx([3 * 0.05, 3 * 0.05])  # every object counted once
     fig.savefig(io.BytesIO(), format="png")
 
 
