@@ -228,7 +228,8 @@ def labelled(fig):
 
 
 def colorbar_labels(fig):
-    return [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    """The colour bars' labels, with line breaks read as spaces (a long label may wrap onto two lines)."""
+    return [" ".join(ax.get_ylabel().split()) for ax in fig.axes if ax.get_label() == "<colorbar>"]
 
 
 def test_digit_figures(short_run, data):
