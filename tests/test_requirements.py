@@ -49,6 +49,10 @@ PROVIDED_BY = {"ipython": {"ipykernel"}}
 # the `test` extra; without them the chapter prints how to install them instead of comparing.
 BINDER_ONLY: set[str] = {"transformers", "flamingo-pytorch", "einops-exts"}
 
+# Imported only where the platform provides it: each chapter's Colab setup cell runs
+# `from google.colab import output` only when `google.colab` is already loaded (tests/test_colab.py).
+PLATFORM_PROVIDED: set[str] = {"google"}
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading requirement files
@@ -124,7 +128,8 @@ def notebook_code(path: Path) -> str:
 
 
 def third_party(names: set[str]) -> set[str]:
-    return {n for n in names if n not in sys.stdlib_module_names and n not in {PACKAGE, "__future__"}}
+    return {n for n in names
+            if n not in sys.stdlib_module_names and n not in {PACKAGE, "__future__"} | PLATFORM_PROVIDED}
 
 
 def project_imports() -> dict[str, list[str]]:
