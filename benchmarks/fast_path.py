@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from transformers import IdeficsConfig
@@ -25,13 +24,6 @@ import perceiver_edu as pe
 from perceiver_edu import cost
 
 TARGETS = {(1, 257): 0.90, (8, 257): 0.95, (1, 4096): 0.80}  # fast / transformers, from issue 12
-
-
-def timed(fn, sync) -> float:
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
 
 
 def build(device: str, seed: int = 0):
@@ -78,13 +70,7 @@ def main() -> None:
             diff_step = float((fast(context) - step(context)).abs().max())
             diff_hf = float((fast(context) - hf(context)).abs().max())
             memory = {name: cost.peak_memory(fn) for name, fn in runs.items() if name != "gemm"}
-            for fn in runs.values():  # warm-up
-                fn()
-            sync()
-            times = {name: [] for name in runs}
-            for _ in range(args.repeats):
-                for name, fn in runs.items():
-                    times[name].append(timed(fn, sync))
+            times = cost.time_interleaved(runs, repeats=args.repeats, sync=sync)  # one warm-up each, then rounds
         med = {name: statistics.median(v) for name, v in times.items()}
         ceiling = 2 * b * s * e * 4 * e / med["gemm"]
         print(f"\nb={b}, s={s}: fast path uses the {arrangement} arrangement; "
