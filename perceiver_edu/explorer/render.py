@@ -9,6 +9,7 @@ moves is drawn on top of them. Everything else is drawn whole.
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from typing import Any, Hashable
 
 import PIL.Image
@@ -99,31 +100,47 @@ def message_figure(fig: Figure, title: str, text: str) -> None:
 class Painter:
     """One view's Figure and the last thing drawn into it: turns (view, run, pick) into PNG bytes.
 
-    `view` is an entry of views.VIEWS. When the view has a fast path and the new picture has the
-    layout of the last one (`view.layout`), the numbers are swapped in place and blitted;
-    otherwise the view draws its figure whole under the constrained layout.
+    `view` is an entry of views.VIEWS. When the view has a fast path, the painter keeps the figure
+    it laid out for each of the last `keep` layouts (`view.layout`: the shapes that place the
+    axes), with its blitter: a picture whose layout was seen before gets its numbers swapped in
+    and blitted, in a few ms, and only a layout seen for the first time is laid out and drawn whole
+    (constrained layout, a few hundred ms: most of it measuring tick labels). Switching an
+    architecture control back and forth (8 -> 16 -> 8 latents) therefore costs one layout per
+    shape, not one per change. Views without a fast path draw their one figure whole every time.
+    `figure` is the Figure shown last.
     """
 
-    def __init__(self, view: Any) -> None:
+    def __init__(self, view: Any, keep: int = 6) -> None:
         self.view = view
-        self.figure = Figure(figsize=view.size, dpi=DPI, layout="constrained")
-        self._layout: Hashable = None
-        self._blitter: Blitter | None = None
+        self.keep = keep
+        self.figure = self._new_figure()
+        self._laid_out: OrderedDict[Hashable, tuple[Figure, Blitter]] = OrderedDict()  # layout -> figure, oldest first
+
+    def _new_figure(self) -> Figure:
+        return Figure(figsize=self.view.size, dpi=DPI, layout="constrained")
 
     def paint(self, run: Any, pick: Any) -> bytes:
-        view, fig = self.view, self.figure
-        if view.fast is not None:
-            layout = view.layout(run, pick)
-            if layout == self._layout and view.fast(fig, run, pick):
-                return self._blitter.png()  # same axes, new numbers: draw only what moved
-        self._layout = self._blitter = None  # in case the view fails half-way through
-        fig.clear()
-        fig.set_layout_engine("constrained")
+        view = self.view
+        if view.fast is None:
+            fig = self.figure
+            fig.clear()
+            fig.set_layout_engine("constrained")
+            view.draw(fig, run, pick)
+            return figure_png(fig)
+        layout = view.layout(run, pick)
+        kept = self._laid_out.get(layout)
+        if kept is not None and view.fast(kept[0], run, pick):
+            self._laid_out.move_to_end(layout)
+            self.figure = kept[0]
+            return kept[1].png()  # same axes, new numbers: draw only what moved
+        self._laid_out.pop(layout, None)  # in case the view fails half-way through
+        fig = self.figure = self._new_figure()
         view.draw(fig, run, pick)
         png = figure_png(fig)
-        if view.fast is not None:
-            # the constrained layout has placed the axes; a picture of the same layout with other
-            # numbers fits the same places, and laying out every label again is most of a redraw
-            fig.set_layout_engine("none")
-            self._layout, self._blitter = layout, Blitter(fig)
+        # the constrained layout has placed the axes; a picture of the same layout with other
+        # numbers fits the same places, and laying out every label again is most of a redraw
+        fig.set_layout_engine("none")
+        self._laid_out[layout] = (fig, Blitter(fig))
+        while len(self._laid_out) > self.keep:
+            self._laid_out.popitem(last=False)
         return png

@@ -4,7 +4,7 @@ Two kinds of change, two costs. Architecture and input controls (n_heads, head_d
 n_latents, context_length, qk_norm, latents_in_kv, input_kind, seed, device) build a new model and
 run it once (forward.py), keeping the Trace. View controls (layer, head, latent, the tab) only
 redraw from that stored Trace. What each tab shows is an entry of views.VIEWS; each view draws
-into one Figure that it keeps and reuses (render.Painter), and the PNG goes to an
+into Figures that it keeps and reuses, one per layout it has seen (render.Painter), and the PNG goes to an
 `ipywidgets.Image`. A setting that cannot run (an image context of the wrong length, a model over
 the memory budget, a device that fails) shows a message and leaves the last good view on screen:
 the explorer never shows a traceback.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from html import escape
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import ipywidgets as w
@@ -86,6 +87,22 @@ def _controls(devices: list[str], device: str, weights: tuple[str, ...]) -> dict
     }
 
 
+class _Figures(Mapping):
+    """view -> the Figure that view shows now (a painter may keep one figure per layout, render.Painter)."""
+
+    def __init__(self, painters: dict[str, Painter]) -> None:
+        self._painters = painters
+
+    def __getitem__(self, key: str) -> Figure:
+        return self._painters[key].figure
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._painters)
+
+    def __len__(self) -> int:
+        return len(self._painters)
+
+
 class Explorer:
     """The ipywidgets explorer. Display it (last expression of a cell) to see the whole UI.
 
@@ -95,7 +112,7 @@ class Explorer:
     message     why the last setting was refused ("" when it ran)
     note        what the explorer changed by itself on the last change (e.g. switched to random weights)
     n_runs      forward passes so far; n_renders: figures drawn so far (both only grow)
-    views       dict view -> ipywidgets.Image holding the PNG; figures: the Figure each view reuses
+    views       dict view -> ipywidgets.Image holding the PNG; figures: view -> the Figure it shows now
     tab_views   the entries of views.VIEWS this explorer shows, in tab order
     """
 
@@ -129,7 +146,7 @@ class Explorer:
 
         self.tab_views = registry.VIEWS  # the registry as it was when this explorer was made
         self._painters = {view.key: Painter(view) for view in self.tab_views}
-        self.figures = {key: painter.figure for key, painter in self._painters.items()}
+        self.figures = _Figures(self._painters)
         self.views = {view.key: w.Image(format="png", layout=w.Layout(max_width="100%")) for view in self.tab_views}
         for key, image in self.views.items():
             image.add_class(f"pe-view-{key}")  # a handle for the browser test
