@@ -32,10 +32,10 @@ PRETRAINED = ("digits", "scenes", "scenes-qknorm", "scenes-nojoin", "scenes-qkno
 # How each name is trained (read by train.py): the task, the resampler switches, the seed and the steps.
 RECIPES: dict[str, dict[str, Any]] = {
     "digits": dict(task="digits", config={}, seed=1, steps=1000),
-    "scenes": dict(task="scenes", config=dict(qk_norm=False, latents_in_kv=True), seed=0, steps=1500),
-    "scenes-qknorm": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=True), seed=0, steps=1500),
-    "scenes-nojoin": dict(task="scenes", config=dict(qk_norm=False, latents_in_kv=False), seed=0, steps=1500),
-    "scenes-qknorm-nojoin": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=False), seed=0, steps=1500),
+    "scenes": dict(task="scenes", config=dict(qk_norm=False, latents_in_kv=True), seed=0, steps=3000),
+    "scenes-qknorm": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=True), seed=0, steps=3000),
+    "scenes-nojoin": dict(task="scenes", config=dict(qk_norm=False, latents_in_kv=False), seed=0, steps=3000),
+    "scenes-qknorm-nojoin": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=False), seed=0, steps=3000),
 }
 
 __all__ = ["PRETRAINED", "held_out_scenes", "pretrained", "pretrained_info", "scenes_variant"]

@@ -412,7 +412,7 @@ def train_scenes(
     Seeded (initial weights and scenes), deterministic on the CPU with `threads` threads (1 by
     default, as in `toy.train_digits`, whose reasons hold here too). A notebook-sized run is
     `train_scenes(steps=600)`, about 60 s of CPU: its latents already cover ~70 % of the held-out
-    objects, but the classes come only later (the shipped "scenes" ran 1,500 steps).
+    objects, but the classes come only later (the shipped "scenes" ran 3,000 steps).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -45,7 +45,7 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
                     held_out=dict(figures, scenes=f"held_out_scenes(n={HELD_OUT['n']}, seed={HELD_OUT['seed']})"))
     info.update(name=name, seed=recipe["seed"], steps=steps, seconds=round(result.seconds, 1),
                 cpu_seconds=round(cpu_seconds, 1), threads=1,
-                history=result.history, command=f"python -m perceiver_edu.train {name}")
+                history=result.history, command=f"python -m perceiver_edu.train {name}" + ("" if steps == recipe["steps"] else f" --steps {steps}"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
