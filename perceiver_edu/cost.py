@@ -38,12 +38,15 @@ def n_keys(config: ResamplerConfig, s: int) -> int:
 
 
 def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-               shared_first_layer: bool = False) -> dict[str, int]:
+               shared_first_layer: bool = False, cached_first_layer: bool = False) -> dict[str, int]:
     """FLOPs of each matrix-product step, summed over the `depth` layers: {step name: FLOPs}.
 
     shared_first_layer: the first layer's latents are the same for every example, so what depends
     only on them (q_proj, and k_proj/v_proj of the latents or the absorbed queries) can be computed
-    once instead of b times. FastResampler does this; the step model does not.
+    once instead of b times.
+    cached_first_layer: those products depend only on the parameters, so they can be computed once
+    per change of the weights and kept: a call then does none of them. FastResampler does this
+    (after its first call); the step model does neither.
     """
     if arrangement not in ARRANGEMENTS:
         raise ValueError(f"arrangement must be one of {ARRANGEMENTS}; got {arrangement!r}")
@@ -53,7 +56,8 @@ def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "stan
     n = n_keys(config, s)
     lat = l if config.latents_in_kv else 0  # latent tokens among the keys
     # b_lat[i]: how many different latents sets layer i projects (1 at the first layer when shared)
-    b_lat = [1 if (i == 0 and shared_first_layer) else b for i in range(depth)]
+    first = 0 if cached_first_layer else 1 if shared_first_layer else b
+    b_lat = [first if i == 0 else b for i in range(depth)]
     flops: dict[str, int] = {}
     flops["q_proj"] = sum(2 * bl * l * e * h * d for bl in b_lat)
     if arrangement == "standard":
@@ -95,17 +99,17 @@ STEP_FORMULAS = {
 
 
 def total_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-                shared_first_layer: bool = False) -> int:
+                shared_first_layer: bool = False, cached_first_layer: bool = False) -> int:
     """All the matrix-product FLOPs of one forward pass (the sum of `step_flops`)."""
-    return sum(step_flops(config, b, s, arrangement, shared_first_layer).values())
+    return sum(step_flops(config, b, s, arrangement, shared_first_layer, cached_first_layer).values())
 
 
 def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:
     """"absorbed" when it needs fewer FLOPs than "standard" (never with QK-norm), else "standard"."""
     if config.qk_norm:
         return "standard"
-    absorbed = total_flops(config, b, s, "absorbed", shared_first_layer=True)
-    standard = total_flops(config, b, s, "standard", shared_first_layer=True)
+    absorbed = total_flops(config, b, s, "absorbed", cached_first_layer=True)
+    standard = total_flops(config, b, s, "standard", cached_first_layer=True)
     return "absorbed" if absorbed < standard else "standard"
 
 

@@ -12,17 +12,22 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    (IDEFICS: 64 < 96) and the more so the longer the context.  (DeepSeek-V2 calls this "absorbing".)
    All heads' queries then attend to the same keys, so attention is a single head of width e with
    h * l queries: one call of `F.scaled_dot_product_attention`.
-3. "standard" arrangement (QK-norm, or where it is cheaper): each layer's LayerNorm scale and shift
+3. "standard" arrangement (QK-norm, or where it runs faster): each layer's LayerNorm scale and shift
    are folded into its k/v weights (W diag(g), W b), so all layers' context keys and values come
-   from x_hat in ONE matrix product before the loop; the latents' q, k, v in one fused product.
-4. The first layer's latents are the same for every example: what depends only on them is
-   computed once, not b times (broadcasting does the rest).
+   from x_hat in ONE matrix product before the loop. The latents' q, k, v are three products:
+   with l = 64 rows, fusing them into one wider product ran slower on a CPU.
+4. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
+   not depend on the input at all. They are computed once per change of the weights and kept.
 5. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
    [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
    weights to look at. Use the step model (return_trace=True) for that.
 
-The arrangement is chosen per call by formula (`cost.cheaper_arrangement`). Configurations outside
-the IDEFICS arrangement fall back to the step model, and say so (`fallback_reason`, a warning).
+Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
+first call with a new input shape, dtype and device times both and keeps the faster in
+`measured`. FLOPs alone mislead here: at IDEFICS' sizes absorbing saves a tenth of the FLOPs at
+s = 257 whatever b is, yet on a 2-core CPU it ran faster at b = 1 and slower at b = 8 (chapter 6,
+benchmarks/fast_path.py). Configurations outside the IDEFICS arrangement fall back to the step
+model, and say so (`fallback_reason`, a warning).
 
 Precision: float32 results equal the step model's to 1e-5 over the parity test's configurations
 (tests/test_fast.py). The sums are rearranged (a score sums e products in embedding space instead
@@ -34,6 +39,8 @@ and the weighted sum then add up thousands of rounded terms per latent.
 from __future__ import annotations
 
 import copy
+import math
+import time
 import warnings
 from typing import Any
 
@@ -76,7 +83,8 @@ class FastResampler(nn.Module):
     >>> fast = FastResampler(model)          # no copy: fast.model is model
     >>> fast(context)                        # == model(context), to 1e-5 in float32
 
-    arrangement: "auto" (fewer FLOPs by formula, per call), "standard" or "absorbed" (to compare).
+    arrangement: "auto" (the faster of the two, timed on the first call of each input shape, dtype
+    and device, and kept in `measured`), "standard" or "absorbed" (to compare).
     sdpa: attend with F.scaled_dot_product_attention (True) or matmul, softmax, matmul (False);
     None (default) = as measured best on a CPU in chapter 6: SDPA for "standard" (heads of d),
     matmuls for "absorbed" (one head of width e, where the fused CPU kernel was slower).
@@ -96,7 +104,8 @@ class FastResampler(nn.Module):
         self.sdpa = sdpa
         self.fallback_reason = fast_path_support(model.config)
         self._warned = False
-        self._cache: tuple[Any, list[Tensor]] | None = None
+        self._cache: tuple[Any, dict[str, Tensor]] | None = None
+        self.measured: dict[tuple, str] = {}  # (input shape, dtype, device) -> the faster arrangement there
 
     @property
     def config(self) -> ResamplerConfig:
@@ -118,36 +127,58 @@ class FastResampler(nn.Module):
                 warnings.warn(f"FastResampler falls back to the step model: {reason}", stacklevel=2)
                 self._warned = True
             return self.model(context) if attention_mask is None else self.model(context, attention_mask=attention_mask)
-        cfg = self.config
-        check_context(context, cfg, self.model.latents)
-        b, s, _ = context.shape
-        arrangement = self.arrangement
-        if arrangement == "auto":
-            arrangement = cost.cheaper_arrangement(cfg, b, s)
+        check_context(context, self.config, self.model.latents)
         x_hat = F.layer_norm(context, context.shape[-1:], eps=self.model.blocks[0][0].context_layer_norm.eps)
+        arrangement = self.arrangement if self.arrangement != "auto" else self._fastest(x_hat)
         if arrangement == "absorbed":
             return self._absorbed(x_hat)
         return self._standard(x_hat)
+
+    def _fastest(self, x_hat: Tensor) -> str:
+        """The arrangement that ran faster on inputs of this shape, dtype and device (timed on the first such call).
+
+        Which arrangement is faster is not decided by the FLOPs alone: the absorbed one does fewer,
+        but part of them in thin per-head products (inner size d) and on [h l, e] queries that
+        must stay in cache, and how well a machine runs those depends on the machine and on b.
+        So, like cuDNN's benchmark mode, the first call with a new (b, s, dtype, device) runs
+        both twice (the first round warms up) and keeps the faster in `self.measured`.
+        With QK-norm only the standard arrangement exists.
+        """
+        if self.config.qk_norm:
+            return "standard"
+        key = (tuple(x_hat.shape), x_hat.dtype, str(x_hat.device))
+        if key not in self.measured:
+            sync = torch.cuda.synchronize if x_hat.device.type == "cuda" else (lambda: None)
+            best: dict[str, float] = {}
+            with torch.no_grad():
+                for _ in range(2):
+                    for name, run in (("standard", self._standard), ("absorbed", self._absorbed)):
+                        sync()
+                        start = time.perf_counter()
+                        run(x_hat)
+                        sync()
+                        best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
+            self.measured[key] = min(best, key=best.get)
+        return self.measured[key]
 
     # -- the two arrangements -----------------------------------------------------------------
     def _absorbed(self, x_hat: Tensor) -> Tensor:
         """x_hat [b, s, e] (normalised, no scale/shift) -> [b, l, e], keys/values never projected."""
         cfg, model = self.config, self.model
-        h, d, l = cfg.n_heads, cfg.head_dim, cfg.n_latents
+        h, d = cfg.n_heads, cfg.head_dim
         b = x_hat.shape[0]
+        first = self._derived()
         latents = model.latents[None]  # [1, l, e]: the same for every example until the first attention
-        for attention, feed_forward in model.blocks:
-            ctx_ln, lat_ln = attention.context_layer_norm, attention.latents_layer_norm
-            lat = F.layer_norm(latents, latents.shape[-1:], lat_ln.weight, lat_ln.bias, lat_ln.eps)  # [b|1, l, e]
+        for i, (attention, feed_forward) in enumerate(model.blocks):
+            ctx_ln = attention.context_layer_norm
+            if i == 0:  # LayerNorm(latents) and u depend only on the weights: kept from the last weight change
+                lat, u = first["lat"], first["u"]
+            else:
+                lat = self._latents_norm(latents, attention)  # [b, l, e]
+                u = self._absorbed_queries(lat, attention)  # [b, (h l), e]
             context = torch.addcmul(ctx_ln.bias, x_hat, ctx_ln.weight)  # this layer's LayerNorm: x_hat g + b
             kv_input = torch.cat([context, lat.expand(b, -1, -1)], dim=1) if cfg.latents_in_kv else context  # [b, n, e]
-            q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b l h d", h=h) * d**-0.5
-            w_k = rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h)
-            # einsum batches over the heads, so the weights are read as they are; a broadcasting
-            # matmul over b would copy each weight b times
-            u = torch.einsum("b l h d, h d e -> b h l e", q, w_k)  # (q / sqrt(d)) W_k: queries in embedding space
-            u = rearrange(u, "b h l e -> b (h l) e").expand(b, -1, -1)
-            z = self._attend(u, kv_input, scale=1.0)  # [b, (h l), e]: attn . kv_input
+            z = self._attend(u.expand(b, -1, -1), kv_input, scale=1.0)  # [b, (h l), e]: attn . kv_input
             w_v = rearrange(attention.v_proj.weight, "(h d) e -> h d e", h=h)
             out = torch.einsum("b h l e, h d e -> b l h d", rearrange(z, "b (h l) e -> b h l e", h=h), w_v)  # (attn . x) W_v^T
             update = F.linear(rearrange(out, "b l h d -> b l (h d)"), attention.output_proj.weight)
@@ -160,18 +191,21 @@ class FastResampler(nn.Module):
         cfg, model = self.config, self.model
         h, inner = cfg.n_heads, cfg.inner_dim
         b = x_hat.shape[0]
-        folded_weight, folded_bias, qkv_weights = self._folded_weights()
-        kv_context = F.linear(x_hat, folded_weight, folded_bias)  # [b, s, depth * 2 * (h d)]
+        first = self._derived()
+        kv_context = F.linear(x_hat, first["kv_weight"], first["kv_bias"])  # [b, s, depth * 2 * (h d)]
         latents = model.latents[None]  # [1, l, e]
         for i, (attention, feed_forward) in enumerate(model.blocks):
-            lat_ln = attention.latents_layer_norm
-            lat = F.layer_norm(latents, latents.shape[-1:], lat_ln.weight, lat_ln.bias, lat_ln.eps)
             k_ctx, v_ctx = kv_context[..., 2 * i * inner:(2 * i + 2) * inner].split(inner, dim=-1)  # [b, s, (h d)]
-            if cfg.latents_in_kv:
-                q, k_lat, v_lat = F.linear(lat, qkv_weights[i]).expand(b, -1, -1).split(inner, dim=-1)
-                k, v = torch.cat([k_ctx, k_lat], dim=1), torch.cat([v_ctx, v_lat], dim=1)  # [b, n, (h d)]
+            if i == 0:  # the first layer's latent q, k, v depend only on the weights: kept
+                q, k_lat, v_lat = first["q"], first["k"], first["v"]
             else:
-                q, k, v = F.linear(lat, attention.q_proj.weight).expand(b, -1, -1), k_ctx, v_ctx
+                q, k_lat, v_lat = self._latents_qkv(self._latents_norm(latents, attention), attention)
+            q = q.expand(b, -1, -1)
+            if cfg.latents_in_kv:
+                k = torch.cat([k_ctx, k_lat.expand(b, -1, -1)], dim=1)  # [b, n, (h d)]
+                v = torch.cat([v_ctx, v_lat.expand(b, -1, -1)], dim=1)
+            else:
+                k, v = k_ctx, v_ctx
             q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=h) for t in (q, k, v))
             if cfg.qk_norm:
                 q_ln, k_ln = attention.q_layer_norm, attention.k_layer_norm
@@ -184,6 +218,31 @@ class FastResampler(nn.Module):
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
 
     # -- pieces -------------------------------------------------------------------------------
+    @staticmethod
+    def _latents_norm(latents: Tensor, attention: nn.Module) -> Tensor:
+        ln = attention.latents_layer_norm
+        return F.layer_norm(latents, latents.shape[-1:], ln.weight, ln.bias, ln.eps)
+
+    def _latents_qkv(self, lat: Tensor, attention: nn.Module) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The latents' q, k, v [b, l, (h d)] (k, v None when the latents are not keys).
+
+        Three products, not one fused [3 h d, e] product: with only l = 64 rows, the fused weight
+        (3 x 7.5 MiB at IDEFICS' sizes) ran slower on the CPU than three products whose weights stay in cache.
+        """
+        q = F.linear(lat, attention.q_proj.weight)
+        if not self.config.latents_in_kv:
+            return q, None, None
+        return q, F.linear(lat, attention.k_proj.weight), F.linear(lat, attention.v_proj.weight)
+
+    def _absorbed_queries(self, lat: Tensor, attention: nn.Module) -> Tensor:
+        """u = (q / sqrt(d)) W_k per head: the latents' queries in embedding space, [b, (h l), e]."""
+        h, d = self.config.n_heads, self.config.head_dim
+        q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b l h d", h=h) * d**-0.5
+        w_k = rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h)
+        # einsum batches over the heads, so the weights are read as they are; a broadcasting
+        # matmul over b would copy each weight b times
+        return rearrange(torch.einsum("b l h d, h d e -> b h l e", q, w_k), "b h l e -> b (h l) e")
+
     def _attend(self, q: Tensor, kv: Tensor, scale: float, v_input: Tensor | None = None) -> Tensor:
         """softmax(q k^T * scale) v; keys = kv, values = v_input (or kv itself when absorbed)."""
         v = kv if v_input is None else v_input
@@ -199,29 +258,37 @@ class FastResampler(nn.Module):
         x = F.layer_norm(latents, latents.shape[-1:], ln.weight, ln.bias, ln.eps)
         return latents + F.linear(F.relu(F.linear(x, feed_forward.fc.weight)), feed_forward.c_proj.weight)
 
-    def _folded_weights(self) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """All layers' context k/v weights with their LayerNorm folded in, and each layer's fused q/k/v.
+    def _derived(self) -> dict[str, Tensor]:
+        """What depends only on the parameters, computed once per change of them.
 
-        LN_i(x) W^T = (x_hat g_i + b_i) W^T = x_hat (W diag(g_i))^T + W b_i. These are derived from
-        the parameters, not parameters: recomputed whenever a parameter changes (its version
-        counter moves) and on every call while gradients are recorded, so training works.
+        kv_weight, kv_bias: all layers' context k/v weights with their LayerNorm folded in,
+        LN_i(x) W^T = (x_hat g_i + b_i) W^T = x_hat (W diag(g_i))^T + W b_i.
+        lat, q, k, v, u: the first layer's LayerNorm(latents), the latents' q, k, v [1, l, (h d)] and
+        the absorbed queries u [1, (h l), e]: the latents are parameters, so before the first
+        attention nothing about them depends on the input.
+        Recomputed whenever a parameter changes (its version counter moves) and on every call while
+        gradients are recorded, so training works and the fast path never goes stale.
         """
         params = list(self.model.parameters())
         recording = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if self._cache is not None and self._cache[0] == key and not recording:
             return self._cache[1]
-        weights, biases, qkv = [], [], []
+        weights, biases = [], []
         for attention, _ in self.model.blocks:
             ln = attention.context_layer_norm
             for proj in (attention.k_proj, attention.v_proj):
                 weights.append(proj.weight * ln.weight)  # W diag(g): scales column j by g_j
                 biases.append(proj.weight @ ln.bias)  # W b
-            qkv.append(torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]))
-        folded = (torch.cat(weights), torch.cat(biases), qkv)
+        attention = self.model.blocks[0][0]
+        lat = self._latents_norm(self.model.latents[None], attention)
+        q, k, v = self._latents_qkv(lat, attention)
+        derived = dict(kv_weight=torch.cat(weights), kv_bias=torch.cat(biases), lat=lat, q=q, k=k, v=v)
+        if not self.config.qk_norm:
+            derived["u"] = self._absorbed_queries(lat, attention)
         if not recording:
-            self._cache = (key, folded)
-        return folded
+            self._cache = (key, derived)
+        return derived
 
 
 @torch.no_grad()
