@@ -705,7 +705,10 @@ def _draw_boxes(ax, boxes: np.ndarray, labels: np.ndarray | None, color: str = "
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1,
                                linestyle="--"))
         if labels is not None:
-            ax.text(x0 - 0.5, y0 - 0.8, str(int(labels[i])), color=color, fontsize=7, va="bottom", ha="left",
+            # above the box when there is room, else just inside it: a label never spills over the panel's edge
+            above = y0 >= 3
+            ax.text(x0 - 0.5, y0 - 0.8 if above else y0 - 0.3, str(int(labels[i])), color=color, fontsize=7,
+                    va="bottom" if above else "top", ha="left", clip_on=True,
                     bbox=dict(facecolor="black", alpha=0.5, linewidth=0, pad=0.5))
 
 

@@ -349,6 +349,18 @@ def test_latents_on_scene_can_show_one_scene_per_row(scene):
         viz.plot_latents_on_scene(attn, [image] * 3)
 
 
+def test_class_labels_stay_inside_their_panel(scene):
+    # object 0's box touches the canvas' top edge: its label goes inside the box, not over the panel's edge
+    image, boxes, labels, attn = scene
+    fig = viz.plot_latents_on_scene(attn[0], image, boxes=boxes, labels=labels)
+    fig.canvas.draw()
+    for ax in (ax for ax in fig.axes if ax.images):
+        panel = ax.get_window_extent()
+        for text in ax.texts:
+            box = text.get_window_extent()
+            assert panel.y0 - 0.5 <= box.y0 and box.y1 <= panel.y1 + 0.5, f"label {text.get_text()} spills over its panel"
+
+
 def test_scenes_and_coverage_figures_show_their_data(scene):
     image, boxes, labels, _ = scene
     fig = viz.plot_scenes(torch.tensor(np.stack([image, image[::-1]]), dtype=torch.float32), [boxes, boxes[:1]],
