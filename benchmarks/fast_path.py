@@ -2,13 +2,19 @@
 
     python benchmarks/fast_path.py [--repeats 11] [--threads 2] [--cases 1x257 8x257 1x4096] [--device cpu]
 
-Same weights, same context, one process. Each round runs FastResampler, the step model,
-transformers and a float32 GEMM once each, in that order, so whatever else the machine is doing
-hits all of them alike; the ratios are medians of the per-round ratios. The GEMM (context
+Same weights, same context, one process. Each round runs FastResampler ("auto": the arrangement it
+measured faster on its first call), the step model, transformers and a float32 GEMM once each, in
+that order, so whatever else the machine is doing
+hits all of them alike; the ratios are medians of the per-round ratios. Each timed call follows an
+untimed call of the same model (cost.time_interleaved's `settle`): what ran just before a call
+changes its time by a few percent (the memory it freed, the caches it filled), so each model is
+timed in its own steady state, as when it runs over a data set. The GEMM (context
 [b s, e] @ [e, 4e], the size of the MLP's first product over the context tokens) is the ceiling:
 what this machine's matrix multiply reaches right now. Also printed: the FLOPs of both arrangements
 by formula (perceiver_edu.cost), the rate each model reaches, the peak memory of one call (every
-tensor allocated during it, counted exactly) and the issue's targets, met or not.
+tensor allocated during it, counted exactly, plus the buffers the fast path keeps between calls)
+and the issue's targets, met or not. Then rounds of
+the fast path's two arrangements on their own, against transformers: what "auto" chose between.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     cfg, hf, step, fast = build(args.device)
+    fixed = {a: pe.FastResampler(step, a) for a in cost.ARRANGEMENTS}
     e = cfg.embed_dim
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
           f"{args.repeats} interleaved rounds\nconfig {cfg}\n{fast}")
@@ -61,32 +68,44 @@ def main() -> None:
         torch.manual_seed(1)
         context = torch.randn(b, s, e, device=args.device)
         gemm_a, gemm_w = torch.randn(b * s, e, device=args.device), torch.randn(e, 4 * e, device=args.device)
-        arrangement = cost.cheaper_arrangement(cfg, b, s)
-        flops = {a: cost.total_flops(cfg, b, s, a, shared_first_layer=(a == arrangement)) for a in cost.ARRANGEMENTS}
+        flops = {a: cost.total_flops(cfg, b, s, a, cached_first_layer=True) for a in cost.ARRANGEMENTS}
         flops["step/transformers"] = cost.total_flops(cfg, b, s, "standard")
         runs = {"fast": lambda: fast(context), "step": lambda: step(context), "transformers": lambda: hf(context),
                 "gemm": lambda: gemm_a @ gemm_w}
+        # each arrangement on its own, to show what "auto" chose between: rounds of their own, with
+        # transformers again as the reference (what ran just before a call changes its time a little:
+        # the memory the previous one freed), so they do not disturb the first comparison
+        arrangement_runs = {"fast standard": lambda: fixed["standard"](context),
+                            "fast absorbed": lambda: fixed["absorbed"](context), "transformers": lambda: hf(context)}
         with torch.inference_mode():
-            diff_step = float((fast(context) - step(context)).abs().max())
+            diff_step = float((fast(context) - step(context)).abs().max())  # the first call: "auto" times both here
+            arrangement = fast.measured[(tuple(context.shape), context.dtype, str(context.device))]
+            for f in fixed.values():  # their first calls build the weights derived once (folded, first layer)
+                f(context)
             diff_hf = float((fast(context) - hf(context)).abs().max())
-            memory = {name: cost.peak_memory(fn) for name, fn in runs.items() if name != "gemm"}
-            times = cost.time_interleaved(runs, repeats=args.repeats, sync=sync)  # one warm-up each, then rounds
-        med = {name: statistics.median(v) for name, v in times.items()}
+            memory = {name: cost.peak_memory(fn) for name, fn in {**runs, **arrangement_runs}.items() if name != "gemm"}
+            times = cost.time_interleaved(runs, repeats=args.repeats, sync=sync, settle=True)  # one warm-up each, then rounds
+            by_arrangement = cost.time_interleaved(arrangement_runs, repeats=args.repeats, sync=sync, settle=True)
+        med = {name: statistics.median(v) for name, v in {**by_arrangement, **times}.items()}
+        kept = {"fast": fast.workspace_bytes(), "fast standard": fixed["standard"].workspace_bytes()}
         ceiling = 2 * b * s * e * 4 * e / med["gemm"]
-        print(f"\nb={b}, s={s}: fast path uses the {arrangement} arrangement; "
+        print(f"\nb={b}, s={s}: fast path ('auto') timed both arrangements on its first call and uses the {arrangement} one; "
               f"max |fast - step| {diff_step:.1e}, max |fast - transformers| {diff_hf:.1e}")
         print(f"  FLOPs by formula: standard (step, transformers) {flops['step/transformers'] / 1e9:.2f} G, "
               f"fast standard {flops['standard'] / 1e9:.2f} G, fast absorbed {flops['absorbed'] / 1e9:.2f} G "
               f"({flops[arrangement] / flops['step/transformers']:.3f} of the step model's)")
         print(f"  ceiling: float32 GEMM [{b * s}, {e}] @ [{e}, {4 * e}] median {1e3 * med['gemm']:.1f} ms "
               f"= {ceiling / 1e9:.1f} GFLOP/s")
-        for name in ("fast", "step", "transformers"):
-            used = flops[arrangement] if name == "fast" else flops["step/transformers"]
-            ratio = statistics.median(x / y for x, y in zip(times[name], times["transformers"]))
-            spread = (min(times[name]) * 1e3, max(times[name]) * 1e3)
-            print(f"  {name:12s} median {1e3 * med[name]:9.1f} ms (min {spread[0]:.1f}, max {spread[1]:.1f})  "
+        for name in ("fast", "fast standard", "fast absorbed", "step", "transformers"):
+            used = {"fast": flops[arrangement], "fast standard": flops["standard"],
+                    "fast absorbed": flops["absorbed"]}.get(name, flops["step/transformers"])
+            rounds = by_arrangement if name in ("fast standard", "fast absorbed") else times
+            ratio = statistics.median(x / y for x, y in zip(rounds[name], rounds["transformers"]))
+            spread = (min(rounds[name]) * 1e3, max(rounds[name]) * 1e3)
+            print(f"  {name:13s} median {1e3 * med[name]:9.1f} ms (min {spread[0]:.1f}, max {spread[1]:.1f})  "
                   f"/ transformers {ratio:5.3f}   {used / med[name] / 1e9:6.1f} GFLOP/s = "
-                  f"{100 * used / med[name] / ceiling:4.0f} % of the GEMM   peak memory {memory[name] / 2**20:7.1f} MiB")
+                  f"{100 * used / med[name] / ceiling:4.0f} % of the GEMM   peak memory {memory[name] / 2**20:7.1f} MiB"
+                  + (f" + {kept[name] / 2**20:.1f} MiB of buffers kept" if kept.get(name) else ""))
         ratio = statistics.median(x / y for x, y in zip(times["fast"], times["transformers"]))
         print(f"  peak memory fast / step {memory['fast'] / memory['step']:.2f}; "
               f"time fast / step {statistics.median(x / y for x, y in zip(times['fast'], times['step'])):.3f}")

@@ -154,11 +154,15 @@ def pixel_shuffle_tokens(grid: int, ratio: int) -> int:
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5,
-                     sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+                     sync: Callable[[], None] = lambda: None, settle: bool = False) -> dict[str, list[float]]:
     """Seconds of each call, running the functions in turn `repeats` times after one warm-up each.
 
     Interleaving makes whatever else the machine does hit all of them alike, so their ratios are
     fairer than their absolute times; compare medians of the per-round ratios.
+    settle: before each timed call, call the same function once untimed. A call's time depends a
+    little on what ran just before it (the memory it freed, which the allocator may have handed
+    back to the operating system, the caches it filled); after a call of itself, each function is
+    timed in its own steady state, as when it runs over a data set.
     """
     import time
 
@@ -168,6 +172,9 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5,
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if settle:
+                fn()
+                sync()
             start = time.perf_counter()
             fn()
             sync()

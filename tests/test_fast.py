@@ -125,6 +125,38 @@ def test_gradients_flow_to_the_shared_parameters():
             torch.testing.assert_close(p.grad, expected[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
+def test_auto_keeps_the_arrangement_it_measured_faster_per_shape():
+    model = perturbed_model(pe.ResamplerConfig(embed_dim=48, depth=2, n_heads=4, head_dim=12, n_latents=5))
+    fast = pe.FastResampler(model)
+    with torch.no_grad():
+        for shape in ((1, 30, 48), (3, 30, 48), (1, 30, 48)):
+            context = torch.randn(*shape)
+            torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)
+    assert set(fast.measured) == {((1, 30, 48), torch.float32, "cpu"), ((3, 30, 48), torch.float32, "cpu")}
+    assert set(fast.measured.values()) <= {"standard", "absorbed"}
+    qk = pe.FastResampler(perturbed_model(model.config.replace(qk_norm=True)))
+    with torch.no_grad():
+        qk(torch.randn(1, 30, 48))
+    assert fast.measured and not qk.measured  # with QK-norm there is nothing to choose: standard, untimed
+
+
+def test_reused_buffers_leave_earlier_results_and_modes_alone():
+    model = perturbed_model(pe.ResamplerConfig(embed_dim=48, depth=3, n_heads=4, head_dim=12, n_latents=5))
+    fast = pe.FastResampler(model, "standard")
+    first_context, second_context = torch.randn(2, 30, 48), torch.randn(2, 30, 48)
+    with torch.no_grad():
+        first = fast(first_context)
+        kept = first.clone()
+        second = fast(second_context)  # the same buffers, written again
+    assert fast.workspace_bytes() == 4 * (2 * 30 * 2 * 48 + 2 * 2 * 35 * 48)  # k/v [b s, 2 h d]; joined k, v [b, n, h d]
+    torch.testing.assert_close(first, kept, atol=0, rtol=0)  # the first result does not share memory with them
+    torch.testing.assert_close(second, model(second_context), atol=1e-5, rtol=0)
+    with torch.inference_mode():  # inference tensors get buffers of their own, and back again
+        torch.testing.assert_close(fast(first_context), kept, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(first_context), kept, atol=1e-6, rtol=0)
+
+
 def test_no_trace():
     fast = pe.FastResampler(pe.PerceiverResampler(pe.ResamplerConfig.tiny()))
     with pytest.raises(ValueError, match="records no trace"):
