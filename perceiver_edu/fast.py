@@ -4,24 +4,25 @@ The step model computes what the diagram says, in its order. This module compute
 output with fewer FLOPs and fewer passes over memory; chapter 6 measures each trick on its own.
 
 1. Normalise the context once. Each layer's context LayerNorm is x_hat * g_i + b_i with the same
-   x_hat = (x - mean) / std, so only the scale and shift differ between layers.
+   x_hat = (x - mean) / std, so only the scale and shift differ between layers. In the "standard"
+   arrangement (QK-norm, or where it runs faster) each layer's scale and shift are folded into its
+   k/v weights (W diag(g), W b), and each layer's context keys and values come from the same x_hat
+   in one product for k and v together. (All layers' in ONE product before the loop does the same
+   FLOPs but needs a [b, s, depth 2 h d] result at once: 151 MB at b = 8, fresh memory per call;
+   it ran slower in benchmarks/fast_path.py while the fast path was built.) The latents' q, k, v
+   are three products: with l = 64 rows, fusing them into one wider product ran slower on a CPU.
 2. "absorbed" arrangement (no QK-norm): per head, q . (W_k x) = (q W_k) . x and
    attn . (x W_v^T) = (attn . x) W_v^T. The latents' queries are mapped back to embedding space
    (u = q W_k, [b, h, l, e]) and meet the keys/values there, so no key/value token is projected:
    2 h l n e per product instead of 2 n e h d for the projections, cheaper when l < d
    (IDEFICS: 64 < 96) and the more so the longer the context.  (DeepSeek-V2 calls this "absorbing".)
    All heads' queries then attend to the same keys, so attention is a single head of width e with
-   h * l queries: one call of `F.scaled_dot_product_attention`.
-3. "standard" arrangement (QK-norm, or where it runs faster): each layer's LayerNorm scale and shift
-   are folded into its k/v weights (W diag(g), W b), so every layer's context keys and values come
-   from the same x_hat, in one product per layer for k and v together. (All layers' in ONE product
-   before the loop does the same FLOPs but needs a [b, s, depth 2 h d] result at once: at b = 8,
-   151 MB of fresh memory per call, and it ran slower.) The latents' q, k, v are three products:
-   with l = 64 rows, fusing them into one wider product ran slower on a CPU.
-4. The MLP's hidden layer is computed in blocks of e units, whose weights stay in cache. Without
-   gradients the standard arrangement writes its k/v into buffers kept between calls (`_kv_buffers`).
-5. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
+   h * l queries.
+3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
    not depend on the input at all. They are computed once per change of the weights and kept.
+4. The MLP's hidden layer is computed in blocks of e units, whose weights stay in cache.
+5. Without gradients the standard arrangement writes its k/v into buffers kept between calls
+   (`_kv_buffers`, `workspace_bytes`): no fresh memory per layer.
 6. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
    [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
    weights to look at. Use the step model (return_trace=True) for that.
@@ -164,6 +165,8 @@ class FastResampler(nn.Module):
                         sync()
                         best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
             self.measured[key] = min(best, key=best.get)
+            if self.measured[key] == "absorbed":
+                self._workspace = None  # the standard arrangement's buffers were only for its trial
         return self.measured[key]
 
     # -- the two arrangements -----------------------------------------------------------------
@@ -202,7 +205,7 @@ class FastResampler(nn.Module):
         for i, (attention, feed_forward) in enumerate(model.blocks):
             # one product for k and v of the context, [b, s, 2 (h d)]. Not all layers' in one product
             # before the loop: the same FLOPs, but at b = 8 that [b s, depth 2 h d] result is 151 MB
-            # of fresh memory on every call (chapter 6 measures both)
+            # of fresh memory on every call (chapter 6 prints both sizes)
             layer = slice(2 * i * inner, (2 * i + 2) * inner)
             weight, bias = first["kv_weight"][layer], first["kv_bias"][layer]
             if buffers is None:
@@ -304,8 +307,8 @@ class FastResampler(nn.Module):
         relu(x W1^T) W2^T = sum over blocks j of relu(x W1_j^T) W2_j^T: each hidden unit feeds the
         output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; the two
         e x e weight blocks of a step stay in cache while the few latent rows go through them,
-        where the whole 4e x e weights (26 MB at IDEFICS' sizes) do not. Measured 5-10 % faster on
-        the CPU (chapter 6); the sum is in another order, so the last bits differ.
+        where the whole 4e x e weights (26 MB at IDEFICS' sizes) do not: a few percent faster on a
+        CPU (chapter 6 times it). The sum is in another order, so the last bits differ.
         """
         ln = feed_forward.ln
         x = F.layer_norm(latents, latents.shape[-1:], ln.weight, ln.bias, ln.eps)
