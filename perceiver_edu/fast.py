@@ -9,7 +9,7 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    k/v weights (W diag(g), W b), and each layer's context keys and values come from the same x_hat
    in one product for k and v together. (All layers' in ONE product before the loop does the same
    FLOPs but needs a [b, s, depth 2 h d] result at once: 151 MB at b = 8, fresh memory per call;
-   it ran slower in benchmarks/fast_path.py while the fast path was built.) The latents' q, k, v
+   it ran slower in a comparison made while the fast path was built.) The latents' q, k, v
    are three products: with l = 64 rows, fusing them into one wider product ran slower on a CPU.
 2. "absorbed" arrangement (no QK-norm): per head, q . (W_k x) = (q W_k) . x and
    attn . (x W_v^T) = (attn . x) W_v^T. The latents' queries are mapped back to embedding space
@@ -44,8 +44,6 @@ and the weighted sum then add up thousands of rounded terms per latent.
 from __future__ import annotations
 
 import copy
-import math
-import time
 import warnings
 from typing import Any
 
@@ -147,7 +145,7 @@ class FastResampler(nn.Module):
         but part of them in thin per-head products (inner size d) and on [h l, e] queries that
         must stay in cache, and how well a machine runs those depends on the machine and on b.
         So, like cuDNN's benchmark mode, the first call with a new (b, s, dtype, device) runs
-        both twice (the first round warms up) and keeps the faster in `self.measured`.
+        each once to warm up and once timed (`cost.time_interleaved`), and keeps the faster in `self.measured`.
         With QK-norm only the standard arrangement exists.
         """
         if self.config.qk_norm:
@@ -155,16 +153,10 @@ class FastResampler(nn.Module):
         key = (tuple(x_hat.shape), x_hat.dtype, str(x_hat.device))
         if key not in self.measured:
             sync = torch.cuda.synchronize if x_hat.device.type == "cuda" else (lambda: None)
-            best: dict[str, float] = {}
-            with torch.no_grad():
-                for _ in range(2):
-                    for name, run in (("standard", self._standard), ("absorbed", self._absorbed)):
-                        sync()
-                        start = time.perf_counter()
-                        run(x_hat)
-                        sync()
-                        best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
-            self.measured[key] = min(best, key=best.get)
+            with torch.no_grad():  # one warm-up call of each, then one timed call of each
+                times = cost.time_interleaved({"standard": lambda: self._standard(x_hat),
+                                               "absorbed": lambda: self._absorbed(x_hat)}, repeats=1, sync=sync)
+            self.measured[key] = min(times, key=lambda name: times[name][0])
             if self.measured[key] == "absorbed":
                 self._workspace = None  # the standard arrangement's buffers were only for its trial
         return self.measured[key]
