@@ -108,7 +108,7 @@ class FastResampler(nn.Module):
         self.fallback_reason = fast_path_support(model.config)
         self._warned = False
         self._cache: tuple[Any, dict[str, Tensor]] | None = None
-        self._workspace: tuple[Any, tuple[Tensor, ...]] | None = None
+        self._workspace: dict[str, tuple[Any, dict[str, Tensor]]] = {}  # arrangement -> (input key, its buffers)
         self.measured: dict[tuple, str] = {}  # (input shape, dtype, device) -> the faster arrangement there
 
     @property
@@ -157,31 +157,42 @@ class FastResampler(nn.Module):
                 times = cost.time_interleaved({"standard": lambda: self._standard(x_hat),
                                                "absorbed": lambda: self._absorbed(x_hat)}, repeats=1, sync=sync)
             self.measured[key] = min(times, key=lambda name: times[name][0])
-            if self.measured[key] == "absorbed":
-                self._workspace = None  # the standard arrangement's buffers were only for its trial
+            for name in cost.ARRANGEMENTS:  # the other arrangement's buffers were only for its trial
+                if name != self.measured[key]:
+                    self._workspace.pop(name, None)
         return self.measured[key]
 
     # -- the two arrangements -----------------------------------------------------------------
     def _absorbed(self, x_hat: Tensor) -> Tensor:
         """x_hat [b, s, e] (normalised, no scale/shift) -> [b, l, e], keys/values never projected."""
         cfg, model = self.config, self.model
-        h, d = cfg.n_heads, cfg.head_dim
-        b = x_hat.shape[0]
+        h = cfg.n_heads
+        b, s, _ = x_hat.shape
+        n = cost.n_keys(cfg, s)
         first = self._derived()
+        buffers = self._workspace_for(x_hat, "absorbed")  # None while gradients are recorded
         latents = model.latents[None]  # [1, l, e]: the same for every example until the first attention
         for i, (attention, feed_forward) in enumerate(model.blocks):
             ctx_ln = attention.context_layer_norm
             if i == 0:  # LayerNorm(latents) and u depend only on the weights: kept from the last weight change
-                lat, u = first["lat"], first["u"]
+                lat, u = first["lat"], first["u"]  # [1, l, e], [1, h, l, e]
             else:
                 lat = self._latents_norm(latents, attention)  # [b, l, e]
-                u = self._absorbed_queries(lat, attention)  # [b, (h l), e]
-            context = torch.addcmul(ctx_ln.bias, x_hat, ctx_ln.weight)  # this layer's LayerNorm: x_hat g + b
-            kv_input = torch.cat([context, lat.expand(b, -1, -1)], dim=1) if cfg.latents_in_kv else context  # [b, n, e]
-            z = self._attend(u.expand(b, -1, -1), kv_input, scale=1.0)  # [b, (h l), e]: attn . kv_input
-            w_v = rearrange(attention.v_proj.weight, "(h d) e -> h d e", h=h)
-            out = torch.einsum("b h l e, h d e -> b l h d", rearrange(z, "b (h l) e -> b h l e", h=h), w_v)  # (attn . x) W_v^T
-            update = F.linear(rearrange(out, "b l h d -> b l (h d)"), attention.output_proj.weight)
+                u = self._absorbed_queries(lat, attention, out=buffers and buffers["u"])  # [b, h, l, e]
+            # this layer's LayerNorm, x_hat g + b, then the latents: the keys and the values, [b, n, e]
+            if buffers is None:
+                context = torch.addcmul(ctx_ln.bias, x_hat, ctx_ln.weight)
+                kv = torch.cat([context, lat.expand(b, -1, -1)], dim=1) if cfg.latents_in_kv else context
+            else:
+                kv = buffers["kv"]  # [b, n rounded up to a multiple of 16, e]: the rows past n stay zero
+                torch.addcmul(ctx_ln.bias, x_hat, ctx_ln.weight, out=kv[:, :s])
+                if cfg.latents_in_kv:
+                    kv[:, s:n] = lat
+            # z = attn . kv_input, [b, h, l, e]; written over u, which the scores were the last to need
+            z = self._attend_absorbed(u.flatten(1, 2).expand(b, -1, -1), kv, n, buffers).view(b, h, -1, kv.shape[-1])
+            w_v = rearrange(attention.v_proj.weight, "(h d) e -> h e d", h=h)  # a view, no copy
+            out = self._headwise(z, w_v, out=buffers and buffers["out"])  # (attn . x) W_v^T per head, [b, h, l, d]
+            update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
             latents = self._mlp_block(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
@@ -192,7 +203,7 @@ class FastResampler(nn.Module):
         h, inner = cfg.n_heads, cfg.inner_dim
         b = x_hat.shape[0]
         first = self._derived()
-        buffers = self._kv_buffers(x_hat)  # None while gradients are recorded
+        buffers = self._workspace_for(x_hat, "standard")  # None while gradients are recorded
         latents = model.latents[None]  # [1, l, e]
         for i, (attention, feed_forward) in enumerate(model.blocks):
             # one product for k and v of the context, [b, s, 2 (h d)]. Not all layers' in one product
@@ -203,7 +214,7 @@ class FastResampler(nn.Module):
             if buffers is None:
                 kv_ctx = F.linear(x_hat, weight, bias)
             else:  # the same product, written into the buffer the last layer (or call) used
-                kv_ctx = torch.addmm(bias, x_hat.reshape(-1, x_hat.shape[-1]), weight.t(), out=buffers[0]).view(b, -1, 2 * inner)
+                kv_ctx = torch.addmm(bias, x_hat.reshape(-1, x_hat.shape[-1]), weight.t(), out=buffers["kv_ctx"]).view(b, -1, 2 * inner)
             k_ctx, v_ctx = kv_ctx.split(inner, dim=-1)
             if i == 0:  # the first layer's latent q, k, v depend only on the weights: kept
                 q, k_lat, v_lat = first["q"], first["k"], first["v"]
@@ -215,7 +226,7 @@ class FastResampler(nn.Module):
                 v = torch.cat([v_ctx, v_lat.expand(b, -1, -1)], dim=1)
             elif cfg.latents_in_kv:  # the same join, into reused buffers
                 s = x_hat.shape[1]
-                k, v = buffers[1], buffers[2]
+                k, v = buffers["k"], buffers["v"]
                 k[:, :s], k[:, s:], v[:, :s], v[:, s:] = k_ctx, k_lat, v_ctx, v_lat
             else:
                 k, v = k_ctx, v_ctx
@@ -224,40 +235,51 @@ class FastResampler(nn.Module):
                 q_ln, k_ln = attention.q_layer_norm, attention.k_layer_norm
                 q = F.layer_norm(q, q.shape[-1:], q_ln.weight, q_ln.bias, q_ln.eps)
                 k = F.layer_norm(k, k.shape[-1:], k_ln.weight, k_ln.bias, k_ln.eps)
-            out = self._attend(q, k, v_input=v, scale=cfg.head_dim**-0.5)  # [b, h, l, d]
+            out = self._attend(q, k, v, scale=cfg.head_dim**-0.5)  # [b, h, l, d]
             update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
             latents = self._mlp_block(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
 
     # -- pieces -------------------------------------------------------------------------------
-    def _kv_buffers(self, x_hat: Tensor) -> tuple[Tensor, ...] | None:
-        """Output buffers for the standard arrangement's context k/v [b s, 2 h d] and joined k, v [b, n, h d].
+    def _workspace_for(self, x_hat: Tensor, arrangement: str) -> dict[str, Tensor] | None:
+        """The tensors an arrangement writes in every layer, kept between calls; None while gradients are recorded.
 
-        A call at IDEFICS' sizes and b = 8 makes a 25 MB and two 13 MB tensors in every layer. Fresh
-        memory costs the operating system's page faults each time the allocator has given it back,
-        and how often that happens depends on what else ran. So without gradients the fast path
-        writes these into buffers it keeps for the last input shape (`workspace_bytes`): no
-        allocation, the same products (`out=`). While gradients are recorded it allocates as usual
-        (an `out=` result cannot be differentiated).
+        A call at IDEFICS' sizes and b = 8 makes tensors of 13 to 42 MB in every layer: in the standard
+        arrangement the context k/v [b s, 2 h d] and the joined k, v [b, n, h d]; in the absorbed one
+        the queries u and then z [b, h, l, e], the scores [b, h l, n] and the joined keys/values
+        [b, n, e]. Fresh memory costs the operating system's page faults each time the allocator has
+        given it back, and how often that happens depends on what else ran (a fresh [b, h l, n]
+        softmax took 4 times as long as the same softmax in place). So without gradients the fast
+        path writes these into buffers it keeps for the last input shape of each arrangement
+        (`workspace_bytes`): no allocation, the same products (`out=`). While gradients are
+        recorded it allocates as usual (an `out=` result cannot be differentiated).
         """
         if torch.is_grad_enabled():
             return None
         cfg = self.config
-        b, s, _ = x_hat.shape
+        b, s, e = x_hat.shape
         key = (b, s, x_hat.dtype, x_hat.device, torch.is_inference_mode_enabled())  # inference tensors stay in inference mode
-        if self._workspace is None or self._workspace[0] != key:
-            self._workspace = None  # free the old buffers before making new ones
+        kept = self._workspace.get(arrangement)
+        if kept is None or kept[0] != key:
+            self._workspace.pop(arrangement, None)  # free the old buffers before making new ones
             n = s + cfg.n_latents if cfg.latents_in_kv else s
+            h, l, d = cfg.n_heads, cfg.n_latents, cfg.head_dim
             def empty(*shape: int) -> Tensor:
                 return torch.empty(*shape, dtype=x_hat.dtype, device=x_hat.device)
-            joined = (empty(b, n, cfg.inner_dim), empty(b, n, cfg.inner_dim)) if cfg.latents_in_kv else ()
-            self._workspace = (key, (empty(b * s, 2 * cfg.inner_dim), *joined))
-        return self._workspace[1]
+            if arrangement == "standard":
+                shapes = dict(kv_ctx=(b * s, 2 * h * d), **(dict(k=(b, n, h * d), v=(b, n, h * d)) if cfg.latents_in_kv else {}))
+            else:
+                n_pad = cost.padded_keys(n)
+                shapes = dict(u=(b, h, l, e), scores=(b, h * l, n_pad), kv=(b, n_pad, e), out=(b, h, l, d))
+            self._workspace[arrangement] = (key, {name: empty(*shape) for name, shape in shapes.items()})
+            if arrangement == "absorbed":
+                self._workspace[arrangement][1]["kv"][:, n:].zero_()  # the padding keys: zero, never written again
+        return self._workspace[arrangement][1]
 
     def workspace_bytes(self) -> int:
         """Bytes of the buffers kept between calls (0 before a call without gradients)."""
-        return 0 if self._workspace is None else sum(t.numel() * t.element_size() for t in self._workspace[1])
+        return sum(t.numel() * t.element_size() for _, kept in self._workspace.values() for t in kept.values())
 
     @staticmethod
     def _latents_norm(latents: Tensor, attention: nn.Module) -> Tensor:
@@ -275,22 +297,51 @@ class FastResampler(nn.Module):
             return q, None, None
         return q, F.linear(lat, attention.k_proj.weight), F.linear(lat, attention.v_proj.weight)
 
-    def _absorbed_queries(self, lat: Tensor, attention: nn.Module) -> Tensor:
-        """u = (q / sqrt(d)) W_k per head: the latents' queries in embedding space, [b, (h l), e]."""
+    def _absorbed_queries(self, lat: Tensor, attention: nn.Module, out: Tensor | None = None) -> Tensor:
+        """u = (q / sqrt(d)) W_k per head: the latents' queries in embedding space, [b, h, l, e]."""
         h, d = self.config.n_heads, self.config.head_dim
-        q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b l h d", h=h) * d**-0.5
-        w_k = rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h)
-        # einsum batches over the heads, so the weights are read as they are; a broadcasting
-        # matmul over b would copy each weight b times
-        return rearrange(torch.einsum("b l h d, h d e -> b h l e", q, w_k), "b h l e -> b (h l) e")
+        q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b h l d", h=h).mul(d**-0.5)
+        return self._headwise(q, rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h), out)
 
-    def _attend(self, q: Tensor, kv: Tensor, scale: float, v_input: Tensor | None = None) -> Tensor:
-        """softmax(q k^T * scale) v; keys = kv, values = v_input (or kv itself when absorbed)."""
-        v = kv if v_input is None else v_input
-        if self.sdpa or (self.sdpa is None and v_input is not None):
-            return F.scaled_dot_product_attention(q, kv, v, scale=scale)
-        scores = torch.matmul(q * scale if scale != 1.0 else q, kv.transpose(-1, -2))
-        return torch.matmul(scores.softmax(dim=-1), v)
+    @staticmethod
+    def _headwise(a: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+        """a [b, h, m, k] @ weight [h, k, n] -> [b, h, m, n]: each head's rows times that head's weight.
+
+        One batched product over the heads per example. Batching over the heads of all examples at
+        once ("b h m k, h k n -> b h m n" as one einsum) puts the heads first, [h, b m, n], and the
+        result must then be copied back to [b, h, m, n] (42 MB at b = 8); a broadcasting matmul over
+        b would copy each weight b times. Per example, the weight is read as it is and the result
+        lands where it belongs. With `out` it is written there.
+        """
+        if out is None:
+            return torch.stack([torch.bmm(a_i, weight) for a_i in a])
+        for a_i, out_i in zip(a, out):
+            torch.bmm(a_i, weight, out=out_i)
+        return out
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        """The standard arrangement's attention, softmax(q k^T * scale) v per head, [b, h, l, d]."""
+        if self.sdpa is None or self.sdpa:
+            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return torch.matmul(torch.matmul(q * scale, k.transpose(-1, -2)).softmax(dim=-1), v)
+
+    def _attend_absorbed(self, u: Tensor, kv: Tensor, n: int, buffers: dict[str, Tensor] | None) -> Tensor:
+        """softmax(u kv^T) kv over the first n keys: one head of width e, u [b, h l, e], kv [b, >= n, e] -> [b, h l, e].
+
+        With buffers, kv has zero rows past n (padding, trick 7): the scores go into their buffer,
+        the padded columns are set to -inf (weight 0, so they add nothing to the sum), the softmax
+        runs there in place, and the result is written over u's buffer (u is not needed once the
+        scores exist).
+        """
+        if self.sdpa:
+            return F.scaled_dot_product_attention(u, kv[:, :n], kv[:, :n], scale=1.0)
+        if buffers is None:
+            return torch.bmm(torch.bmm(u, kv.transpose(1, 2)).softmax(dim=-1), kv)
+        scores = torch.bmm(u, kv.transpose(1, 2), out=buffers["scores"])  # [b, h l, n padded]
+        scores[..., n:] = -torch.inf  # the padding keys get weight exp(-inf) = 0
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # the stable softmax, in place
+        scores.div_(scores.sum(dim=-1, keepdim=True))
+        return torch.bmm(scores, kv, out=buffers["u"].view(u.shape))
 
     @staticmethod
     def _mlp_block(latents: Tensor, feed_forward: nn.Module) -> Tensor:
@@ -300,15 +351,21 @@ class FastResampler(nn.Module):
         output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; the two
         e x e weight blocks of a step stay in cache while the few latent rows go through them,
         where the whole 4e x e weights (26 MB at IDEFICS' sizes) do not: a few percent faster on a
-        CPU (chapter 6 times it). The sum is in another order, so the last bits differ.
+        CPU (chapter 6 times it). The sum is in another order, so the last bits differ. The ReLU
+        runs in place, and without gradients each block's output is added into `latents` itself
+        (the callers pass a tensor of their own; with gradients it may not be, because the
+        LayerNorm keeps it for its backward pass). Not addmm with the sum as its input: the
+        product would then be added to the large residual in pieces, as the matrix multiply goes
+        along, and each piece would be rounded against it (twice the error against float64).
         """
         ln = feed_forward.ln
+        width = latents.shape[-1]
         x = F.layer_norm(latents, latents.shape[-1:], ln.weight, ln.bias, ln.eps)
         fc, c_proj = feed_forward.fc.weight, feed_forward.c_proj.weight  # [4e, e], [e, 4e]
-        width = x.shape[-1]
+        add = torch.Tensor.add if torch.is_grad_enabled() else torch.Tensor.add_
         out = latents
         for j in range(0, fc.shape[0], width):
-            out = out + F.linear(F.relu(F.linear(x, fc[j:j + width])), c_proj[:, j:j + width])
+            out = add(out, F.linear(F.linear(x, fc[j:j + width]).relu_(), c_proj[:, j:j + width]))
         return out
 
     def _derived(self) -> dict[str, Tensor]:
@@ -339,7 +396,7 @@ class FastResampler(nn.Module):
         q, k, v = self._latents_qkv(lat, attention)
         derived = dict(kv_weight=torch.cat(weights), kv_bias=torch.cat(biases), lat=lat, q=q, k=k, v=v)
         if not self.config.qk_norm:
-            derived["u"] = self._absorbed_queries(lat, attention)
+            derived["u"] = self._absorbed_queries(lat, attention)  # [1, h, l, e]
         if not recording:
             self._cache = (key, derived)
         return derived
