@@ -52,7 +52,8 @@ def padded_keys(n: int, multiple: int = KEY_PADDING) -> int:
 
 
 def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-               shared_first_layer: bool = False, cached_first_layer: bool = False) -> dict[str, int]:
+               shared_first_layer: bool = False, cached_first_layer: bool = False,
+               padded: bool = False) -> dict[str, int]:
     """FLOPs of each matrix-product step, summed over the `depth` layers: {step name: FLOPs}.
 
     shared_first_layer: the first layer's latents are the same for every example, so what depends
@@ -61,6 +62,8 @@ def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "stan
     cached_first_layer: those products depend only on the parameters, so they can be computed once
     per change of the weights and kept: a call then does none of them. FastResampler does this
     (after its first call); the step model does neither.
+    padded: count the absorbed arrangement's two attention products over `padded_keys(n)` keys, as
+    FastResampler runs them without gradients (the zero keys it adds are multiplied too).
     """
     if arrangement not in ARRANGEMENTS:
         raise ValueError(f"arrangement must be one of {ARRANGEMENTS}; got {arrangement!r}")
@@ -81,8 +84,9 @@ def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "stan
         flops["weighted sum attn.v"] = depth * 2 * b * h * l * n * d
     else:
         flops["absorb k_proj into q"] = sum(2 * bl * h * l * d * e for bl in b_lat)
-        flops["scores q.k"] = depth * 2 * b * h * l * n * e
-        flops["weighted sum attn.v"] = depth * 2 * b * h * l * n * e
+        n_mult = padded_keys(n) if padded else n
+        flops["scores q.k"] = depth * 2 * b * h * l * n_mult * e
+        flops["weighted sum attn.v"] = depth * 2 * b * h * l * n_mult * e
         flops["v_proj after the sum"] = depth * 2 * b * h * l * e * d
     flops["output_proj"] = depth * 2 * b * l * h * d * e
     flops["mlp (fc, c_proj)"] = depth * 2 * (2 * b * l * e * config.mlp_dim)
@@ -113,9 +117,9 @@ STEP_FORMULAS = {
 
 
 def total_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-                shared_first_layer: bool = False, cached_first_layer: bool = False) -> int:
+                shared_first_layer: bool = False, cached_first_layer: bool = False, padded: bool = False) -> int:
     """All the matrix-product FLOPs of one forward pass (the sum of `step_flops`)."""
-    return sum(step_flops(config, b, s, arrangement, shared_first_layer, cached_first_layer).values())
+    return sum(step_flops(config, b, s, arrangement, shared_first_layer, cached_first_layer, padded).values())
 
 
 def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:

@@ -17,21 +17,29 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    2 h l n e per product instead of 2 n e h d for the projections, cheaper when l < d
    (IDEFICS: 64 < 96) and the more so the longer the context.  (DeepSeek-V2 calls this "absorbing".)
    All heads' queries then attend to the same keys, so attention is a single head of width e with
-   h * l queries.
+   h * l queries. The two per-head products (u = q W_k and (attn . x) W_v^T) run one example at
+   a time, batched over the heads (`_headwise`): batched over the heads of all examples at once
+   their results come out heads-first and must be copied back, 42 MB per product at b = 8.
 3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
    not depend on the input at all. They are computed once per change of the weights and kept.
 4. The MLP's hidden layer is computed in blocks of e units, whose weights stay in cache.
-5. Without gradients the standard arrangement writes its k/v into buffers kept between calls
-   (`_kv_buffers`, `workspace_bytes`): no fresh memory per layer.
+5. Without gradients each arrangement writes what it makes in every layer into buffers kept
+   between calls (`_workspace_for`, `workspace_bytes`): no fresh memory per layer, and the
+   softmax, the ReLU and the residual adds run in place.
 6. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
    [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
    weights to look at. Use the step model (return_trace=True) for that.
+7. Without gradients the absorbed arrangement pads the keys with zero rows to a multiple of 16
+   (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and gives them weight 0. Each row of the
+   scores then starts on a 64-byte cache line; both attention products ran about a tenth faster
+   on a 2-core CPU for 4.7 % more FLOPs.
 
 Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
 first call with a new input shape, dtype and device times both and keeps the faster in
 `measured`. FLOPs alone mislead here: at IDEFICS' sizes absorbing saves a tenth of the FLOPs at
-s = 257 whatever b is, yet on a 2-core CPU it ran faster at b = 1 and slower at b = 8 (chapter 6,
-benchmarks/fast_path.py). Configurations outside the IDEFICS arrangement fall back to the step
+s = 257 whatever b is, yet before tricks 5 and 7 reached it, it ran faster than the standard
+arrangement at b = 1 and slower at b = 8 on a 2-core CPU (benchmarks/fast_path.py): the thin
+products and copies cost more than the FLOPs saved. How fast each runs depends on the machine. Configurations outside the IDEFICS arrangement fall back to the step
 model, and say so (`fallback_reason`, a warning).
 
 Precision: float32 results equal the step model's to 1e-5 over the parity test's configurations
@@ -145,18 +153,21 @@ class FastResampler(nn.Module):
         but part of them in thin per-head products (inner size d) and on [h l, e] queries that
         must stay in cache, and how well a machine runs those depends on the machine and on b.
         So, like cuDNN's benchmark mode, the first call with a new (b, s, dtype, device) runs
-        each once to warm up and once timed (`cost.time_interleaved`), and keeps the faster in `self.measured`.
-        With QK-norm only the standard arrangement exists.
+        each once to warm up and then three times in turn (`cost.time_interleaved`), and keeps in
+        `self.measured` the one whose time was the smaller in most of the three rounds (one round
+        alone often picked the slower on a busy 2-core machine, where one call's time varies by
+        10-20 %). That first call costs about eight calls. With QK-norm only the standard
+        arrangement exists.
         """
         if self.config.qk_norm:
             return "standard"
         key = (tuple(x_hat.shape), x_hat.dtype, str(x_hat.device))
         if key not in self.measured:
             sync = torch.cuda.synchronize if x_hat.device.type == "cuda" else (lambda: None)
-            with torch.no_grad():  # one warm-up call of each, then one timed call of each
+            with torch.no_grad():  # one warm-up call of each, then three rounds
                 times = cost.time_interleaved({"standard": lambda: self._standard(x_hat),
-                                               "absorbed": lambda: self._absorbed(x_hat)}, repeats=1, sync=sync)
-            self.measured[key] = min(times, key=lambda name: times[name][0])
+                                               "absorbed": lambda: self._absorbed(x_hat)}, repeats=3, sync=sync)
+            self.measured[key] = "absorbed" if cost.median_ratio(times, "absorbed", "standard") < 1 else "standard"
             for name in cost.ARRANGEMENTS:  # the other arrangement's buffers were only for its trial
                 if name != self.measured[key]:
                     self._workspace.pop(name, None)

@@ -134,21 +134,25 @@ def test_auto_keeps_the_arrangement_it_measured_faster_per_shape():
             torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)
     assert set(fast.measured) == {((1, 30, 48), torch.float32, "cpu"), ((3, 30, 48), torch.float32, "cpu")}
     assert set(fast.measured.values()) <= {"standard", "absorbed"}
+    assert set(fast._workspace) == {fast.measured[((1, 30, 48), torch.float32, "cpu")]}  # the other's buffers are freed
     qk = pe.FastResampler(perturbed_model(model.config.replace(qk_norm=True)))
     with torch.no_grad():
         qk(torch.randn(1, 30, 48))
     assert fast.measured and not qk.measured  # with QK-norm there is nothing to choose: standard, untimed
 
 
-def test_reused_buffers_leave_earlier_results_and_modes_alone():
+@pytest.mark.parametrize("arrangement, buffer_floats", [
+    ("standard", 2 * 30 * 2 * 48 + 2 * 2 * 35 * 48),  # k/v [b s, 2 h d]; joined k, v [b, n, h d]
+    ("absorbed", 2 * 4 * 5 * 48 + 2 * 20 * 48 + 2 * 48 * 48 + 2 * 4 * 5 * 12)])  # u [b, h, l, e], scores [b, h l, 48], keys [b, 48, e], heads
+def test_reused_buffers_leave_earlier_results_and_modes_alone(arrangement, buffer_floats):
     model = perturbed_model(pe.ResamplerConfig(embed_dim=48, depth=3, n_heads=4, head_dim=12, n_latents=5))
-    fast = pe.FastResampler(model, "standard")
+    fast = pe.FastResampler(model, arrangement)
     first_context, second_context = torch.randn(2, 30, 48), torch.randn(2, 30, 48)
     with torch.no_grad():
         first = fast(first_context)
         kept = first.clone()
         second = fast(second_context)  # the same buffers, written again
-    assert fast.workspace_bytes() == 4 * (2 * 30 * 2 * 48 + 2 * 2 * 35 * 48)  # k/v [b s, 2 h d]; joined k, v [b, n, h d]
+    assert fast.workspace_bytes() == 4 * buffer_floats  # float32; the 35 keys of the absorbed arrangement padded to 48
     torch.testing.assert_close(first, kept, atol=0, rtol=0)  # the first result does not share memory with them
     torch.testing.assert_close(second, model(second_context), atol=1e-5, rtol=0)
     with torch.inference_mode():  # inference tensors get buffers of their own, and back again
@@ -217,6 +221,27 @@ def test_flop_formulas_match_the_flop_counter(b, s, qk_norm, latents_in_kv):
         fast = pe.FastResampler(model, arrangement, sdpa=False)
         fast(context)  # build the folded weights and the first layer's latent products first: once per weight change, not part of a call
         assert counted_flops(fast, context) == cost.total_flops(config, b, s, arrangement, cached_first_layer=True)
+        with torch.no_grad():  # the buffered path: the absorbed arrangement pads the keys to a multiple of 16
+            assert counted_flops(fast, context) == cost.total_flops(config, b, s, arrangement, cached_first_layer=True,
+                                                                    padded=arrangement == "absorbed")
+
+
+def test_padding_keys_changes_the_flops_not_the_result():
+    """n = 17 + 7 = 24 keys are padded to 32: more FLOPs by exactly that factor, the same output."""
+    config = pe.ResamplerConfig(embed_dim=40, depth=2, n_heads=5, head_dim=12, n_latents=7)
+    assert (cost.padded_keys(24), cost.padded_keys(32), cost.padded_keys(33)) == (32, 32, 48)
+    unpadded = cost.step_flops(config, 2, 17, "absorbed")
+    padded = cost.step_flops(config, 2, 17, "absorbed", padded=True)
+    assert padded["scores q.k"] * 24 == unpadded["scores q.k"] * 32
+    assert padded["weighted sum attn.v"] * 24 == unpadded["weighted sum attn.v"] * 32
+    assert padded["mlp (fc, c_proj)"] == unpadded["mlp (fc, c_proj)"]
+    model = perturbed_model(config)
+    fast = pe.FastResampler(model, "absorbed")
+    context = torch.randn(2, 17, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)
+        assert fast.workspace_bytes() == 4 * (2 * 5 * 7 * 40 + 2 * 5 * 7 * 32 + 2 * 32 * 40 + 2 * 5 * 7 * 12)  # u, scores, keys, heads
+    torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)  # with gradients: no padding, no buffers
 
 
 def test_step_flops_names_each_product():
