@@ -18,14 +18,14 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    (IDEFICS: 64 < 96) and the more so the longer the context.  (DeepSeek-V2 calls this "absorbing".)
    All heads' queries then attend to the same keys, so attention is a single head of width e with
    h * l queries. The two per-head products (u = q W_k and (attn . x) W_v^T) run one example at
-   a time, batched over the heads (`_headwise`): batched over the heads of all examples at once
+   a time, batched over the heads (`headwise`): batched over the heads of all examples at once
    their results come out heads-first and must be copied back, 42 MB per product at b = 8.
 3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
    not depend on the input at all. They are computed once per change of the weights and kept.
 4. The MLP's hidden layer is computed in blocks of e units, whose weights stay in cache.
 5. Without gradients each arrangement writes what it makes in every layer into buffers kept
-   between calls (`_workspace_for`, `workspace_bytes`): no fresh memory per layer, and the
-   softmax, the ReLU and the residual adds run in place.
+   between calls (`_workspace_for`, `workspace_bytes`): no fresh memory for the large tensors of
+   each layer, and the ReLU and the residual adds run in place.
 6. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
    [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
    weights to look at. Use the step model (return_trace=True) for that.
@@ -202,9 +202,9 @@ class FastResampler(nn.Module):
             # z = attn . kv_input, [b, h, l, e]; written over u, which the scores were the last to need
             z = self._attend_absorbed(u.flatten(1, 2).expand(b, -1, -1), kv, n, buffers).view(b, h, -1, kv.shape[-1])
             w_v = rearrange(attention.v_proj.weight, "(h d) e -> h e d", h=h)  # a view, no copy
-            out = self._headwise(z, w_v, out=buffers and buffers["out"])  # (attn . x) W_v^T per head, [b, h, l, d]
+            out = headwise(z, w_v, out=buffers and buffers["out"])  # (attn . x) W_v^T per head, [b, h, l, d]
             update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
-            latents = self._mlp_block(latents + update, feed_forward)
+            latents = mlp_in_blocks(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
 
@@ -248,7 +248,7 @@ class FastResampler(nn.Module):
                 k = F.layer_norm(k, k.shape[-1:], k_ln.weight, k_ln.bias, k_ln.eps)
             out = self._attend(q, k, v, scale=cfg.head_dim**-0.5)  # [b, h, l, d]
             update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
-            latents = self._mlp_block(latents + update, feed_forward)
+            latents = mlp_in_blocks(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
 
@@ -260,8 +260,9 @@ class FastResampler(nn.Module):
         arrangement the context k/v [b s, 2 h d] and the joined k, v [b, n, h d]; in the absorbed one
         the queries u and then z [b, h, l, e], the scores [b, h l, n] and the joined keys/values
         [b, n, e]. Fresh memory costs the operating system's page faults each time the allocator has
-        given it back, and how often that happens depends on what else ran (a fresh [b, h l, n]
-        softmax took 4 times as long as the same softmax in place). So without gradients the fast
+        given it back, and how often that happens depends on what else ran (the absorbed
+        arrangement's [8, 1024, 336] @ [8, 336, 1280] product took 0.70-0.76 of its time when
+        written into a kept buffer instead of fresh memory, on one and two threads). So without gradients the fast
         path writes these into buffers it keeps for the last input shape of each arrangement
         (`workspace_bytes`): no allocation, the same products (`out=`). While gradients are
         recorded it allocates as usual (an `out=` result cannot be differentiated).
@@ -312,23 +313,7 @@ class FastResampler(nn.Module):
         """u = (q / sqrt(d)) W_k per head: the latents' queries in embedding space, [b, h, l, e]."""
         h, d = self.config.n_heads, self.config.head_dim
         q = rearrange(F.linear(lat, attention.q_proj.weight), "b l (h d) -> b h l d", h=h).mul(d**-0.5)
-        return self._headwise(q, rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h), out)
-
-    @staticmethod
-    def _headwise(a: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
-        """a [b, h, m, k] @ weight [h, k, n] -> [b, h, m, n]: each head's rows times that head's weight.
-
-        One batched product over the heads per example. Batching over the heads of all examples at
-        once ("b h m k, h k n -> b h m n" as one einsum) puts the heads first, [h, b m, n], and the
-        result must then be copied back to [b, h, m, n] (42 MB at b = 8); a broadcasting matmul over
-        b would copy each weight b times. Per example, the weight is read as it is and the result
-        lands where it belongs. With `out` it is written there.
-        """
-        if out is None:
-            return torch.stack([torch.bmm(a_i, weight) for a_i in a])
-        for a_i, out_i in zip(a, out):
-            torch.bmm(a_i, weight, out=out_i)
-        return out
+        return headwise(q, rearrange(attention.k_proj.weight, "(h d) e -> h d e", h=h), out)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         """The standard arrangement's attention, softmax(q k^T * scale) v per head, [b, h, l, d]."""
@@ -340,9 +325,8 @@ class FastResampler(nn.Module):
         """softmax(u kv^T) kv over the first n keys: one head of width e, u [b, h l, e], kv [b, >= n, e] -> [b, h l, e].
 
         With buffers, kv has zero rows past n (padding, trick 7): the scores go into their buffer,
-        the padded columns are set to -inf (weight 0, so they add nothing to the sum), the softmax
-        runs there in place, and the result is written over u's buffer (u is not needed once the
-        scores exist).
+        the padded columns are set to -inf (weight 0, so they add nothing to the sum), and the
+        result is written over u's buffer (u is not needed once the scores exist).
         """
         if self.sdpa:
             return F.scaled_dot_product_attention(u, kv[:, :n], kv[:, :n], scale=1.0)
@@ -350,34 +334,9 @@ class FastResampler(nn.Module):
             return torch.bmm(torch.bmm(u, kv.transpose(1, 2)).softmax(dim=-1), kv)
         scores = torch.bmm(u, kv.transpose(1, 2), out=buffers["scores"])  # [b, h l, n padded]
         scores[..., n:] = -torch.inf  # the padding keys get weight exp(-inf) = 0
-        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # the stable softmax, in place
-        scores.div_(scores.sum(dim=-1, keepdim=True))
-        return torch.bmm(scores, kv, out=buffers["u"].view(u.shape))
-
-    @staticmethod
-    def _mlp_block(latents: Tensor, feed_forward: nn.Module) -> Tensor:
-        """latents + MLP(LayerNorm(latents)), [b, l, e], its hidden layer in blocks of e units.
-
-        relu(x W1^T) W2^T = sum over blocks j of relu(x W1_j^T) W2_j^T: each hidden unit feeds the
-        output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; the two
-        e x e weight blocks of a step stay in cache while the few latent rows go through them,
-        where the whole 4e x e weights (26 MB at IDEFICS' sizes) do not: a few percent faster on a
-        CPU (chapter 6 times it). The sum is in another order, so the last bits differ. The ReLU
-        runs in place, and without gradients each block's output is added into `latents` itself
-        (the callers pass a tensor of their own; with gradients it may not be, because the
-        LayerNorm keeps it for its backward pass). Not addmm with the sum as its input: the
-        product would then be added to the large residual in pieces, as the matrix multiply goes
-        along, and each piece would be rounded against it (twice the error against float64).
-        """
-        ln = feed_forward.ln
-        width = latents.shape[-1]
-        x = F.layer_norm(latents, latents.shape[-1:], ln.weight, ln.bias, ln.eps)
-        fc, c_proj = feed_forward.fc.weight, feed_forward.c_proj.weight  # [4e, e], [e, 4e]
-        add = torch.Tensor.add if torch.is_grad_enabled() else torch.Tensor.add_
-        out = latents
-        for j in range(0, fc.shape[0], width):
-            out = add(out, F.linear(F.linear(x, fc[j:j + width]).relu_(), c_proj[:, j:j + width]))
-        return out
+        # a new tensor for the weights: softmax in place (three passes: max, exp, sum) measured slower
+        # than the fused softmax into fresh memory at this size (11 MB at b = 8)
+        return torch.bmm(scores.softmax(dim=-1), kv, out=buffers["u"].view(u.shape))
 
     def _derived(self) -> dict[str, Tensor]:
         """What depends only on the parameters, computed once per change of them.
@@ -411,6 +370,47 @@ class FastResampler(nn.Module):
         if not recording:
             self._cache = (key, derived)
         return derived
+
+
+def headwise(a: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+    """a [b, h, m, k] @ weight [h, k, n] -> [b, h, m, n]: each head's rows times that head's weight.
+
+    One batched product over the heads per example. Batching over the heads of all examples at
+    once ("b h m k, h k n -> b h m n" as one einsum) puts the heads first, [h, b m, n], and the
+    result must then be copied back to [b, h, m, n] (42 MB at b = 8); a broadcasting matmul over
+    b would copy each weight b times. Per example, the weight is read as it is and the result
+    lands where it belongs. With `out` it is written there.
+    """
+    if out is None:
+        return torch.stack([torch.bmm(a_i, weight) for a_i in a])
+    for a_i, out_i in zip(a, out):
+        torch.bmm(a_i, weight, out=out_i)
+    return out
+
+
+def mlp_in_blocks(latents: Tensor, feed_forward: nn.Module) -> Tensor:
+    """latents + MLP(LayerNorm(latents)), [b, l, e], its hidden layer in blocks of e units.
+
+    relu(x W1^T) W2^T = sum over blocks j of relu(x W1_j^T) W2_j^T: each hidden unit feeds the
+    output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; the two
+    e x e weight blocks of a step stay in cache while the few latent rows go through them,
+    where the whole 4e x e weights (26 MB at IDEFICS' sizes) do not: a few percent faster on a
+    CPU (chapter 6 times it). The sum is in another order, so the last bits differ. The ReLU
+    runs in place, and **without gradients each block's output is added into `latents` itself**:
+    pass a tensor you do not need afterwards (FastResampler passes latents + update, a fresh one).
+    With gradients it allocates, because the LayerNorm keeps `latents` for its backward pass. Not addmm with the sum as its input: the
+    product would then be added to the large residual in pieces, as the matrix multiply goes
+    along, and each piece would be rounded against it (twice the error against float64).
+    """
+    ln = feed_forward.ln
+    width = latents.shape[-1]
+    x = F.layer_norm(latents, latents.shape[-1:], ln.weight, ln.bias, ln.eps)
+    fc, c_proj = feed_forward.fc.weight, feed_forward.c_proj.weight  # [4e, e], [e, 4e]
+    add = torch.Tensor.add if torch.is_grad_enabled() else torch.Tensor.add_
+    out = latents
+    for j in range(0, fc.shape[0], width):
+        out = add(out, F.linear(F.linear(x, fc[j:j + width]).relu_(), c_proj[:, j:j + width]))
+    return out
 
 
 @torch.no_grad()

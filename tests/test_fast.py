@@ -161,6 +161,26 @@ def test_reused_buffers_leave_earlier_results_and_modes_alone(arrangement, buffe
         torch.testing.assert_close(fast(first_context), kept, atol=1e-6, rtol=0)
 
 
+def test_the_fast_paths_pieces_equal_what_they_replace():
+    """headwise and mlp_in_blocks (chapter 6 times them) against the plain operations."""
+    torch.manual_seed(0)
+    a, weight = torch.randn(3, 4, 5, 6), torch.randn(4, 6, 7)
+    expected = torch.einsum("b h m k, h k n -> b h m n", a, weight)
+    torch.testing.assert_close(pe.fast.headwise(a, weight), expected)
+    out = torch.empty(3, 4, 5, 7)
+    assert pe.fast.headwise(a, weight, out=out) is out
+    torch.testing.assert_close(out, expected)
+    feed_forward = perturbed_model(pe.ResamplerConfig(embed_dim=24, depth=1, n_heads=2, head_dim=6, n_latents=3)).blocks[0][1]
+    latents = torch.randn(2, 3, 24)
+    expected = latents + feed_forward(latents)
+    torch.testing.assert_close(pe.fast.mlp_in_blocks(latents, feed_forward), expected)  # with gradients: latents untouched
+    torch.testing.assert_close(latents + feed_forward(latents), expected, atol=0, rtol=0)
+    with torch.no_grad():
+        summed = latents.clone()
+        assert pe.fast.mlp_in_blocks(summed, feed_forward) is summed  # without: the sum is taken in place
+    torch.testing.assert_close(summed, expected)
+
+
 def test_no_trace():
     fast = pe.FastResampler(pe.PerceiverResampler(pe.ResamplerConfig.tiny()))
     with pytest.raises(ValueError, match="records no trace"):
