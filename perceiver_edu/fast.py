@@ -19,7 +19,7 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    All heads' queries then attend to the same keys, so attention is a single head of width e with
    h * l queries. The two per-head products (u = q W_k and (attn . x) W_v^T) run one example at
    a time, batched over the heads (`headwise`): batched over the heads of all examples at once
-   their results come out heads-first and must be copied back, 42 MB per product at b = 8.
+   their results come out heads first and must be copied back (u is 42 MB at b = 8).
 3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
    not depend on the input at all. They are computed once per change of the weights and kept.
 4. The MLP's hidden layer is computed in blocks of e units, whose weights stay in cache.
@@ -31,8 +31,9 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    weights to look at. Use the step model (return_trace=True) for that.
 7. Without gradients the absorbed arrangement pads the keys with zero rows to a multiple of 16
    (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and gives them weight 0. Each row of the
-   scores then starts on a 64-byte cache line; both attention products ran about a tenth faster
-   on a 2-core CPU for 4.7 % more FLOPs.
+   scores then starts on a 64-byte cache line (our explanation of the speed-up); the scores product
+   took 0.93-0.94 of its time in chapter 6's runs, and both attention products about 0.85-0.9 at
+   b = 8 in microbenchmarks made while the fast path was built, for 4.7 % more FLOPs.
 
 Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
 first call with a new input shape, dtype and device times both and keeps the faster in
@@ -97,7 +98,7 @@ class FastResampler(nn.Module):
     arrangement: "auto" (the faster of the two, timed on the first call of each input shape, dtype
     and device, and kept in `measured`), "standard" or "absorbed" (to compare).
     sdpa: attend with F.scaled_dot_product_attention (True) or matmul, softmax, matmul (False);
-    None (default) = as measured best on a CPU in chapter 6: SDPA for "standard" (heads of d),
+    None (default) = as measured best on a CPU by benchmarks/fast_path.py while the fast path was built: SDPA for "standard" (heads of d),
     matmuls for "absorbed" (one head of width e, where the fused CPU kernel was slower).
     """
 
@@ -131,7 +132,7 @@ class FastResampler(nn.Module):
     def forward(self, context: Tensor, attention_mask: Tensor | None = None, return_trace: bool = False) -> Tensor:
         """[b, s, e] -> [b, l, e]"""
         if return_trace:
-            raise ValueError("FastResampler records no trace (its attention never forms the weights); "
+            raise ValueError("FastResampler records no trace (it keeps no attention weights: with SDPA it never forms them); "
                              "call the step model for that: fast.model(context, return_trace=True)")
         if self.fallback_reason or attention_mask is not None:
             if not self._warned:
@@ -261,7 +262,7 @@ class FastResampler(nn.Module):
         the queries u and then z [b, h, l, e], the scores [b, h l, n] and the joined keys/values
         [b, n, e]. Fresh memory costs the operating system's page faults each time the allocator has
         given it back, and how often that happens depends on what else ran (the absorbed
-        arrangement's [8, 1024, 336] @ [8, 336, 1280] product took 0.70-0.76 of its time when
+        arrangement's [8, 1024, 336] @ [8, 336, 1280] product took 0.70-0.78 of its time when
         written into a kept buffer instead of fresh memory, on one and two threads). So without gradients the fast
         path writes these into buffers it keeps for the last input shape of each arrangement
         (`workspace_bytes`): no allocation, the same products (`out=`). While gradients are
@@ -347,8 +348,11 @@ class FastResampler(nn.Module):
         lat, q, k, v, u: the first layer's LayerNorm(latents), the latents' q, k, v [1, l, (h d)] and
         the absorbed queries u [1, (h l), e]: the latents are parameters, so before the first
         attention nothing about them depends on the input.
-        Recomputed whenever a parameter changes (its version counter moves) and on every call while
-        gradients are recorded, so training works and the fast path never goes stale.
+        Recomputed whenever a parameter changes (its version counter moves: an optimizer step, an
+        in-place edit under torch.no_grad(), load_state_dict) and on every call while gradients are
+        recorded, so training works and the fast path does not go stale. One change it cannot see:
+        an edit through `p.data`, which has a version counter of its own; after one, make a new
+        FastResampler.
         """
         params = list(self.model.parameters())
         recording = torch.is_grad_enabled() and any(p.requires_grad for p in params)
@@ -377,7 +381,7 @@ def headwise(a: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
 
     One batched product over the heads per example. Batching over the heads of all examples at
     once ("b h m k, h k n -> b h m n" as one einsum) puts the heads first, [h, b m, n], and the
-    result must then be copied back to [b, h, m, n] (42 MB at b = 8); a broadcasting matmul over
+    result must then be copied back to [b, h, m, n] (42 MB for u at b = 8); a broadcasting matmul over
     b would copy each weight b times. Per example, the weight is read as it is and the result
     lands where it belongs. With `out` it is written there.
     """
@@ -392,10 +396,10 @@ def mlp_in_blocks(latents: Tensor, feed_forward: nn.Module) -> Tensor:
     """latents + MLP(LayerNorm(latents)), [b, l, e], its hidden layer in blocks of e units.
 
     relu(x W1^T) W2^T = sum over blocks j of relu(x W1_j^T) W2_j^T: each hidden unit feeds the
-    output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; the two
-    e x e weight blocks of a step stay in cache while the few latent rows go through them,
-    where the whole 4e x e weights (26 MB at IDEFICS' sizes) do not: a few percent faster on a
-    CPU (chapter 6 times it). The sum is in another order, so the last bits differ. The ReLU
+    output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; a block's
+    hidden activations ([64, e] for one image at IDEFICS' sizes, 330 KB) stay in a core's cache
+    between the two products, where the whole hidden layer (1.3 MB) does not (our explanation):
+    0.90-0.96 of the whole MLP's time on one CPU thread in chapter 6's runs. The sum is in another order, so the last bits differ. The ReLU
     runs in place, and **without gradients each block's output is added into `latents` itself**:
     pass a tensor you do not need afterwards (FastResampler passes latents + update, a fresh one).
     With gradients it allocates, because the LayerNorm keeps `latents` for its backward pass. Not addmm with the sum as its input: the
@@ -419,9 +423,9 @@ def precision_errors(model: PerceiverResampler, context: Tensor,
     """Largest |FastResampler in dtype - step model in float32| for each dtype, on model's device.
 
     float16 keeps 10 bits of mantissa (about 3 decimal digits), bfloat16 7 bits but float32's range;
-    the errors say what half precision costs this model. The model itself is left as it was.
+    the errors say what half precision costs this model. The model itself is left as it was (copies are converted).
     """
-    reference = model.float()(context.float())
+    reference = copy.deepcopy(model).float()(context.float())
     errors = {}
     for dtype in dtypes:
         low = FastResampler(copy.deepcopy(model).to(dtype))
