@@ -32,7 +32,7 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
 7. Without gradients the absorbed arrangement pads the keys with zero rows to a multiple of 16
    (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and gives them weight 0. Each row of the
    scores then starts on a 64-byte cache line (our explanation of the speed-up); the scores product
-   took 0.93-0.94 of its time in chapter 6's runs, and both attention products about 0.85-0.9 at
+   took 0.93-0.95 of its time in chapter 6's runs, and both attention products about 0.85-0.9 at
    b = 8 in microbenchmarks made while the fast path was built, for 4.7 % more FLOPs.
 
 Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
