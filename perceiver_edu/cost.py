@@ -45,8 +45,9 @@ def padded_keys(n: int, multiple: int = KEY_PADDING) -> int:
     multiplies when it runs without gradients (the extra keys are zero and get zero weight).
 
     With n = 321 (IDEFICS: 257 + 64) each row of the [h l, n] scores starts at a different offset
-    from a 64-byte cache line, and both attention products ran about 10 % slower on a 2-core CPU than
-    with 336 keys, 4.7 % more FLOPs (chapter 6 measures it).
+    from a 64-byte cache line. With 336 keys (4.7 % more FLOPs) the scores product took 0.93-0.95 of
+    its time in chapter 6's runs (one image, one thread), and both attention products about 0.85-0.9
+    at b = 8 on two threads in microbenchmarks made while the fast path was built.
     """
     return -(-n // multiple) * multiple
 

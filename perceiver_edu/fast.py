@@ -22,14 +22,16 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
    their results come out heads first and must be copied back (u is 42 MB at b = 8).
 3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
    not depend on the input at all. They are computed once per change of the weights and kept.
-4. The MLP's hidden layer is computed in blocks of e units, whose weights stay in cache.
+4. The MLP's hidden layer is computed in blocks of e units (`mlp_in_blocks`); a block's hidden
+   activations are small enough to stay in a core's cache (our explanation of the measured gain).
 5. Without gradients each arrangement writes what it makes in every layer into buffers kept
    between calls (`_workspace_for`, `workspace_bytes`): no fresh memory for the large tensors of
-   each layer, and the ReLU and the residual adds run in place.
+   each layer (the absorbed arrangement's softmax weights excepted: the fused softmax into fresh
+   memory measured faster than one in place), and the MLP's ReLU and residual adds run in place.
 6. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
    [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
    weights to look at. Use the step model (return_trace=True) for that.
-7. Without gradients the absorbed arrangement pads the keys with zero rows to a multiple of 16
+7. Without gradients the absorbed arrangement (with matrix products, not SDPA) pads the keys with zero rows to a multiple of 16
    (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and gives them weight 0. Each row of the
    scores then starts on a 64-byte cache line (our explanation of the speed-up); the scores product
    took 0.93-0.95 of its time in chapter 6's runs, and both attention products about 0.85-0.9 at
@@ -38,7 +40,8 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
 Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
 first call with a new input shape, dtype and device times both and keeps the faster in
 `measured`. FLOPs alone mislead here: at IDEFICS' sizes absorbing saves a tenth of the FLOPs at
-s = 257 whatever b is, yet before tricks 5 and 7 reached it, it ran faster than the standard
+s = 257 whatever b is, yet before the per-example products of trick 2 and tricks 5 and 7 reached
+it, it ran faster than the standard
 arrangement at b = 1 and slower at b = 8 on a 2-core CPU (benchmarks/fast_path.py): the thin
 products and copies cost more than the FLOPs saved. How fast each runs depends on the machine. Configurations outside the IDEFICS arrangement fall back to the step
 model, and say so (`fallback_reason`, a warning).
