@@ -31,20 +31,21 @@ output with fewer FLOPs and fewer passes over memory; chapter 6 measures each tr
 6. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
    [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
    weights to look at. Use the step model (return_trace=True) for that.
-7. Without gradients the absorbed arrangement (with matrix products, not SDPA) pads the keys with zero rows to a multiple of 16
-   (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and gives them weight 0. Each row of the
-   scores then starts on a 64-byte cache line (our explanation of the speed-up); the scores product
-   took 0.93-0.95 of its time in chapter 6's runs, and both attention products about 0.85-0.9 at
-   b = 8 in microbenchmarks made while the fast path was built, for 4.7 % more FLOPs.
+7. Without gradients the absorbed arrangement (with matrix products, not SDPA) pads the keys
+   with zero rows to a multiple of 16 (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and
+   gives them weight 0. Each row of the scores then starts on a 64-byte cache line (our
+   explanation of the speed-up); the scores product took 0.93-0.95 of its time in chapter 6's
+   runs, and both attention products about 0.85-0.9 at b = 8 in microbenchmarks made while the
+   fast path was built, for 4.7 % more FLOPs.
 
 Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
 first call with a new input shape, dtype and device times both and keeps the faster in
 `measured`. FLOPs alone mislead here: at IDEFICS' sizes absorbing saves a tenth of the FLOPs at
 s = 257 whatever b is, yet before the per-example products of trick 2 and tricks 5 and 7 reached
-it, it ran faster than the standard
-arrangement at b = 1 and slower at b = 8 on a 2-core CPU (benchmarks/fast_path.py): the thin
-products and copies cost more than the FLOPs saved. How fast each runs depends on the machine. Configurations outside the IDEFICS arrangement fall back to the step
-model, and say so (`fallback_reason`, a warning).
+it, it ran faster than the standard arrangement at b = 1 and slower at b = 8 on a 2-core CPU
+(benchmarks/fast_path.py): the thin products and copies cost more than the FLOPs saved. How fast
+each runs depends on the machine. Configurations outside the IDEFICS arrangement fall back to the
+step model, and say so (`fallback_reason`, a warning).
 
 Precision: float32 results equal the step model's to 1e-5 over the parity test's configurations
 (tests/test_fast.py). The sums are rearranged (a score sums e products in embedding space instead
