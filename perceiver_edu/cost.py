@@ -53,15 +53,12 @@ def padded_keys(n: int, multiple: int = KEY_PADDING) -> int:
 
 
 def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-               shared_first_layer: bool = False, cached_first_layer: bool = False,
-               padded: bool = False) -> dict[str, int]:
+               cached_first_layer: bool = False, padded: bool = False) -> dict[str, int]:
     """FLOPs of each matrix-product step, summed over the `depth` layers: {step name: FLOPs}.
 
-    shared_first_layer: the first layer's latents are the same for every example, so what depends
-    only on them (q_proj, and k_proj/v_proj of the latents or the absorbed queries) can be computed
-    once instead of b times.
-    cached_first_layer: those products depend only on the parameters, so they can be computed once
-    per change of the weights and kept: a call then does none of them. FastResampler does this
+    cached_first_layer: the first layer's latents are parameters, so what depends only on them
+    (q_proj, and k_proj/v_proj of the latents or the absorbed queries) can be computed once per
+    change of the weights and kept: a call then does none of them. FastResampler does this
     (after its first call); the step model does neither.
     padded: count the absorbed arrangement's two attention products over `padded_keys(n)` keys, as
     FastResampler runs them without gradients (the zero keys it adds are multiplied too).
@@ -73,9 +70,8 @@ def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "stan
     e, depth, h, d, l = config.embed_dim, config.depth, config.n_heads, config.head_dim, config.n_latents
     n = n_keys(config, s)
     lat = l if config.latents_in_kv else 0  # latent tokens among the keys
-    # b_lat[i]: how many different latents sets layer i projects (1 at the first layer when shared)
-    first = 0 if cached_first_layer else 1 if shared_first_layer else b
-    b_lat = [first if i == 0 else b for i in range(depth)]
+    # b_lat[i]: how many latents sets layer i projects (none at the first layer when kept)
+    b_lat = [0 if (i == 0 and cached_first_layer) else b for i in range(depth)]
     flops: dict[str, int] = {}
     flops["q_proj"] = sum(2 * bl * l * e * h * d for bl in b_lat)
     if arrangement == "standard":
@@ -118,9 +114,9 @@ STEP_FORMULAS = {
 
 
 def total_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-                shared_first_layer: bool = False, cached_first_layer: bool = False, padded: bool = False) -> int:
+                cached_first_layer: bool = False, padded: bool = False) -> int:
     """All the matrix-product FLOPs of one forward pass (the sum of `step_flops`)."""
-    return sum(step_flops(config, b, s, arrangement, shared_first_layer, cached_first_layer, padded).values())
+    return sum(step_flops(config, b, s, arrangement, cached_first_layer, padded).values())
 
 
 def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:

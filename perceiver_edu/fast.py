@@ -276,7 +276,8 @@ class FastResampler(nn.Module):
             return None
         cfg = self.config
         b, s, e = x_hat.shape
-        key = (b, s, x_hat.dtype, x_hat.device, torch.is_inference_mode_enabled())  # inference tensors stay in inference mode
+        # inference tensors stay in inference mode; sdpa decides whether the absorbed scores need a buffer
+        key = (b, s, x_hat.dtype, x_hat.device, torch.is_inference_mode_enabled(), self.sdpa)
         kept = self._workspace.get(arrangement)
         if kept is None or kept[0] != key:
             self._workspace.pop(arrangement, None)  # free the old buffers before making new ones
@@ -288,7 +289,9 @@ class FastResampler(nn.Module):
                 shapes = dict(kv_ctx=(b * s, 2 * h * d), **(dict(k=(b, n, h * d), v=(b, n, h * d)) if cfg.latents_in_kv else {}))
             else:
                 n_pad = cost.padded_keys(n)
-                shapes = dict(u=(b, h, l, e), scores=(b, h * l, n_pad), kv=(b, n_pad, e), out=(b, h, l, d))
+                shapes = dict(u=(b, h, l, e), kv=(b, n_pad, e), out=(b, h, l, d))
+                if not self.sdpa:  # SDPA makes its scores inside its kernel
+                    shapes["scores"] = (b, h * l, n_pad)
             self._workspace[arrangement] = (key, {name: empty(*shape) for name, shape in shapes.items()})
             if arrangement == "absorbed":
                 self._workspace[arrangement][1]["kv"][:, n:].zero_()  # the padding keys: zero, never written again

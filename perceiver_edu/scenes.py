@@ -411,8 +411,8 @@ def train_scenes(
     history: step, loss, test_accuracy (object accuracy %, held-out scenes) and coverage (%).
     Seeded (initial weights and scenes), deterministic on the CPU with `threads` threads (1 by
     default, as in `toy.train_digits`, whose reasons hold here too). Chapter 4's notebook-sized run
-is `train_scenes(steps=250, lr=6e-3)`, about 20 s of CPU: its latents already cover ~74 % of the
-held-out objects, but the classes come only later (the shipped "scenes" ran 3,000 steps at 2e-3).
+    is `train_scenes(steps=250, lr=6e-3)`, about 20 s of CPU: its latents already cover ~74 % of the
+    held-out objects, but the classes come only later (the shipped "scenes" ran 3,000 steps at 2e-3).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -309,3 +309,16 @@ def test_gpu_check_fast_path_runs(device):
     # half precision: a few parts in a thousand, not nothing (it is really run in low precision) and not garbage
     assert set(r["errors"]) == {"float16", "bfloat16"}
     assert 0 < r["errors"]["float16"] < r["errors"]["bfloat16"] < 0.2
+
+
+def test_absorbed_buffers_follow_a_change_of_sdpa():
+    """With SDPA the absorbed arrangement keeps no scores buffer; switching sdpa off afterwards makes one."""
+    model = perturbed_model(pe.ResamplerConfig(embed_dim=48, depth=2, n_heads=4, head_dim=12, n_latents=5))
+    fast = pe.FastResampler(model, "absorbed", sdpa=True)
+    context = torch.randn(2, 30, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)
+        with_sdpa = fast.workspace_bytes()
+        fast.sdpa = False
+        torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)
+    assert fast.workspace_bytes() - with_sdpa == 4 * 2 * 4 * 5 * 48  # scores [b, h l, 35 keys padded to 48]
