@@ -48,8 +48,14 @@ if "google.colab" in sys.modules:
 
 
 def setup_cell() -> dict:
-    return {"cell_type": "code", "execution_count": None, "id": "colab-setup",
-            "metadata": {"tags": [TAG]}, "outputs": [], "source": setup_cell_source().splitlines(keepends=True)}
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": "colab-setup",
+        "metadata": {"tags": [TAG]},
+        "outputs": [],
+        "source": setup_cell_source().splitlines(keepends=True),
+    }
 
 
 def is_setup_cell(cell: dict) -> bool:

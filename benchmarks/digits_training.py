@@ -38,18 +38,23 @@ def main() -> None:
     print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {cfg}")
     print(f"before: {load()}")
     run = pe.train_digits(cfg, steps=args.steps, seed=args.seed, device=args.device, data=data, progress=False)
-    print(f"chapter 4 run ({args.steps} steps, seed {args.seed}, 1 thread, {run.device}): "
-          f"held-out accuracy {run.accuracy:.1f}%, {run.seconds:.1f} s ({1000 * run.seconds / args.steps:.1f} ms/step); "
-          f"{load()}")
+    print(
+        f"chapter 4 run ({args.steps} steps, seed {args.seed}, 1 thread, {run.device}): "
+        f"held-out accuracy {run.accuracy:.1f}%, {run.seconds:.1f} s ({1000 * run.seconds / args.steps:.1f} ms/step); "
+        f"{load()}"
+    )
     if args.device != "cpu":
         return
     cores = os.cpu_count() or 1
-    reference = pe.train_digits(cfg, steps=args.reference_steps, seed=args.seed, data=data, progress=False,
-                                threads=cores)
+    reference = pe.train_digits(
+        cfg, steps=args.reference_steps, seed=args.seed, data=data, progress=False, threads=cores
+    )
     per_step = 1000 * reference.seconds / args.reference_steps
-    print(f"reference ({args.reference_steps} steps, {cores} threads): {per_step:.1f} ms/step; "
-          f"1 thread / {cores} threads time per step = {(run.seconds / args.steps) / (reference.seconds / args.reference_steps):.2f}; "
-          f"{load()}")
+    print(
+        f"reference ({args.reference_steps} steps, {cores} threads): {per_step:.1f} ms/step; "
+        f"1 thread / {cores} threads time per step = {(run.seconds / args.steps) / (reference.seconds / args.reference_steps):.2f}; "
+        f"{load()}"
+    )
 
 
 if __name__ == "__main__":

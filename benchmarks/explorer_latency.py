@@ -35,25 +35,46 @@ from perceiver_edu.explorer import forward, render
 # Two walks: random weights on the photo (every architecture control), and the trained default
 # (the weights, the scene and the switches between trained variants).
 RANDOM_WALK = [
-    ("head", 1), ("head", 2), ("head", 3), ("head", 0),
-    ("layer", 1), ("layer", 0),
-    ("seed", "new"), ("seed", 0),  # "new": a seed not seen before, so its context is not cached
-    ("qk_norm", True), ("qk_norm", False),
-    ("head_dim", 32), ("head_dim", 16),
-    ("n_heads", 8), ("n_heads", 4),
-    ("depth", 3), ("depth", 2),
-    ("n_latents", 16), ("n_latents", 8),
-    ("latents_in_kv", False), ("latents_in_kv", True),
-    ("input_kind", "structured"), ("input_kind", "image"),
-    ("context_length", 145), ("context_length", 257),
+    ("head", 1),
+    ("head", 2),
+    ("head", 3),
+    ("head", 0),
+    ("layer", 1),
+    ("layer", 0),
+    ("seed", "new"),
+    ("seed", 0),  # "new": a seed not seen before, so its context is not cached
+    ("qk_norm", True),
+    ("qk_norm", False),
+    ("head_dim", 32),
+    ("head_dim", 16),
+    ("n_heads", 8),
+    ("n_heads", 4),
+    ("depth", 3),
+    ("depth", 2),
+    ("n_latents", 16),
+    ("n_latents", 8),
+    ("latents_in_kv", False),
+    ("latents_in_kv", True),
+    ("input_kind", "structured"),
+    ("input_kind", "image"),
+    ("context_length", 145),
+    ("context_length", 257),
 ]
 TRAINED_WALK = [
-    ("head", 1), ("head", 2), ("head", 3), ("head", 0),
-    ("layer", 1), ("layer", 0),
-    ("scene", "next"), ("scene", "next"),  # "next": the next held-out scene, as the button does
-    ("qk_norm", True), ("qk_norm", False),  # the trained variants
-    ("latents_in_kv", False), ("latents_in_kv", True),
-    ("weights", "random"), ("weights", "scenes"),
+    ("head", 1),
+    ("head", 2),
+    ("head", 3),
+    ("head", 0),
+    ("layer", 1),
+    ("layer", 0),
+    ("scene", "next"),
+    ("scene", "next"),  # "next": the next held-out scene, as the button does
+    ("qk_norm", True),
+    ("qk_norm", False),  # the trained variants
+    ("latents_in_kv", False),
+    ("latents_in_kv", True),
+    ("weights", "random"),
+    ("weights", "scenes"),
 ]
 VIEW = {"head", "layer"}
 
@@ -67,9 +88,15 @@ def naive_update(explorer: pe.Explorer, name: str) -> None:
     """The reference: what a cell re-run does, a new model run (when needed) and a fresh figure."""
     run = explorer.run
     if name not in VIEW:
-        run = forward.run_forward(run.config, input_kind=run.input_kind, context_length=run.context_length,
-                                  seed=run.seed, device=run.device, weights=run.weights,
-                                  scene=run.scene_index or 0)
+        run = forward.run_forward(
+            run.config,
+            input_kind=run.input_kind,
+            context_length=run.context_length,
+            seed=run.seed,
+            device=run.device,
+            weights=run.weights,
+            scene=run.scene_index or 0,
+        )
     layer, head = explorer.controls["layer"].value, explorer.controls["head"].value
     fig = viz.plot_attention_map(run.trace.attentions[layer][0, head], run.trace.context_length)
     fig.savefig(io.BytesIO(), format="png", dpi=render.DPI)
@@ -112,17 +139,25 @@ def report(title: str, times: dict, reference: dict) -> tuple[float, float]:
     print(f"{'change':16s} {'n':>3s} {'median ms':>10s} {'p95 ms':>8s} {'naive median ms':>16s} {'ratio':>6s}")
     for name in times:
         med, ref = statistics.median(times[name]), statistics.median(reference[name])
-        print(f"{name:16s} {len(times[name]):3d} {med * 1e3:10.1f} {percentile(times[name], 95) * 1e3:8.1f} "
-              f"{ref * 1e3:16.1f} {med / ref:6.2f}")
+        print(
+            f"{name:16s} {len(times[name]):3d} {med * 1e3:10.1f} {percentile(times[name], 95) * 1e3:8.1f} "
+            f"{ref * 1e3:16.1f} {med / ref:6.2f}"
+        )
     med, p95 = statistics.median(everything), percentile(everything, 95)
     view = [t for n, ts in times.items() if n in VIEW for t in ts]
     other = [t for n, ts in times.items() if n not in VIEW for t in ts]
-    print(f"all changes     n={len(everything)}  median {med * 1e3:.1f} ms  p95 {p95 * 1e3:.1f} ms  "
-          f"(target: median <= 100 ms, p95 <= 250 ms)")
-    print(f"view changes    median {statistics.median(view) * 1e3:.1f} ms   "
-          f"run changes median {statistics.median(other) * 1e3:.1f} ms")
-    print(f"naive reference median {statistics.median(naive) * 1e3:.1f} ms; explorer / naive = "
-          f"{med / statistics.median(naive):.2f}")
+    print(
+        f"all changes     n={len(everything)}  median {med * 1e3:.1f} ms  p95 {p95 * 1e3:.1f} ms  "
+        f"(target: median <= 100 ms, p95 <= 250 ms)"
+    )
+    print(
+        f"view changes    median {statistics.median(view) * 1e3:.1f} ms   "
+        f"run changes median {statistics.median(other) * 1e3:.1f} ms"
+    )
+    print(
+        f"naive reference median {statistics.median(naive) * 1e3:.1f} ms; explorer / naive = "
+        f"{med / statistics.median(naive):.2f}"
+    )
     return med, p95
 
 
@@ -133,8 +168,10 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {cores} CPU cores, torch threads {torch.get_num_threads()}, "
-          f"load average {load:.1f} (other work on the machine slows every figure)")
+    print(
+        f"torch {torch.__version__}, {cores} CPU cores, torch threads {torch.get_num_threads()}, "
+        f"load average {load:.1f} (other work on the machine slows every figure)"
+    )
 
     fresh = itertools.count(1000)
     results = []

@@ -40,7 +40,10 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     """A distribution-free interval for the median: sorted values k and n + 1 - k (1-based) with the largest k
     such that a Binomial(n, 1/2) falls below k with probability at most (1 - level) / 2."""
     n, xs = len(values), sorted(values)
-    below = lambda k: sum(math.comb(n, i) for i in range(k)) / 2**n  # P(Binomial(n, 1/2) < k)
+
+    def below(k):  # P(Binomial(n, 1/2) < k)
+        return sum(math.comb(n, i) for i in range(k)) / 2**n
+
     k = max((k for k in range(1, n // 2 + 1) if below(k) <= (1 - level) / 2), default=1)
     return xs[k - 1], xs[n - k]
 
@@ -48,8 +51,9 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
 def build(device: str, seed: int = 0):
     """transformers' resampler with IDEFICS-9B's sizes (from an IdeficsConfig, nothing downloaded), ours from it."""
     cfg = pe.ResamplerConfig.idefics()
-    hf_config = IdeficsConfig(vision_config=dict(embed_dim=cfg.embed_dim),
-                              perceiver_config=dict(qk_layer_norms_perceiver=False))
+    hf_config = IdeficsConfig(
+        vision_config=dict(embed_dim=cfg.embed_dim), perceiver_config=dict(qk_layer_norms_perceiver=False)
+    )
     torch.manual_seed(seed)
     hf = IdeficsPerceiverResampler(hf_config, cfg.embed_dim, cfg.depth, cfg.n_heads, cfg.head_dim, cfg.n_latents)
     with torch.no_grad():  # LayerNorms start at (1, 0): perturb them so the folding is really tested
@@ -73,8 +77,10 @@ def main() -> None:
     cfg, hf, step, fast = build(args.device)
     fixed = {a: pe.FastResampler(step, a) for a in cost.ARRANGEMENTS}
     e = cfg.embed_dim
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-          f"{args.repeats} interleaved rounds\nconfig {cfg}\n{fast}")
+    print(
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+        f"{args.repeats} interleaved rounds\nconfig {cfg}\n{fast}"
+    )
     summary = []
     for case in args.cases:
         b, s = (int(v) for v in case.split("x"))
@@ -86,13 +92,20 @@ def main() -> None:
         unpadded = cost.total_flops(cfg, b, s, "absorbed", cached_first_layer=True)
         flops["step/transformers"] = cost.total_flops(cfg, b, s, "standard")
         # fast right before transformers: their ratio is the target, so the two calls are timed as close together as they can be
-        runs = {"fast": lambda: fast(context), "transformers": lambda: hf(context), "step": lambda: step(context),
-                "gemm": lambda: gemm_a @ gemm_w}
+        runs = {
+            "fast": lambda: fast(context),
+            "transformers": lambda: hf(context),
+            "step": lambda: step(context),
+            "gemm": lambda: gemm_a @ gemm_w,
+        }
         # each arrangement on its own, to show what "auto" chose between: rounds of their own, with
         # transformers again as the reference (what ran just before a call changes its time a little:
         # the memory the previous one freed), so they do not disturb the first comparison
-        arrangement_runs = {"fast standard": lambda: fixed["standard"](context),
-                            "fast absorbed": lambda: fixed["absorbed"](context), "transformers": lambda: hf(context)}
+        arrangement_runs = {
+            "fast standard": lambda: fixed["standard"](context),
+            "fast absorbed": lambda: fixed["absorbed"](context),
+            "transformers": lambda: hf(context),
+        }
         with torch.inference_mode():
             diff_step = float((fast(context) - step(context)).abs().max())  # the first call: "auto" times both here
             arrangement = fast.measured[(tuple(context.shape), context.dtype, str(context.device))]
@@ -100,40 +113,59 @@ def main() -> None:
                 f(context)
             diff_hf = float((fast(context) - hf(context)).abs().max())
             memory = {name: cost.peak_memory(fn) for name, fn in {**runs, **arrangement_runs}.items() if name != "gemm"}
-            times = cost.time_interleaved(runs, repeats=args.repeats, sync=sync, settle=True)  # one warm-up each, then rounds
+            times = cost.time_interleaved(
+                runs, repeats=args.repeats, sync=sync, settle=True
+            )  # one warm-up each, then rounds
             by_arrangement = cost.time_interleaved(arrangement_runs, repeats=args.repeats, sync=sync, settle=True)
         med = {name: statistics.median(v) for name, v in {**by_arrangement, **times}.items()}
         kept = {"fast": fast.workspace_bytes(), **{f"fast {a}": f.workspace_bytes() for a, f in fixed.items()}}
         ceiling = 2 * b * s * e * 4 * e / med["gemm"]
-        print(f"\nb={b}, s={s}: fast path ('auto') timed both arrangements on its first call and uses the {arrangement} one; "
-              f"max |fast - step| {diff_step:.1e}, max |fast - transformers| {diff_hf:.1e}")
-        print(f"  FLOPs by formula: standard (step, transformers) {flops['step/transformers'] / 1e9:.2f} G, "
-              f"fast standard {flops['standard'] / 1e9:.2f} G, fast absorbed {flops['absorbed'] / 1e9:.2f} G "
-              f"(of which {(flops['absorbed'] - unpadded) / 1e9:.2f} G on its "
-              f"{cost.padded_keys(cost.n_keys(cfg, s)) - cost.n_keys(cfg, s)} zero padding keys); "
-              f"the {arrangement} one does {flops[arrangement] / flops['step/transformers']:.3f} of the step model's")
-        print(f"  ceiling: float32 GEMM [{b * s}, {e}] @ [{e}, {4 * e}] median {1e3 * med['gemm']:.1f} ms "
-              f"= {ceiling / 1e9:.1f} GFLOP/s")
+        print(
+            f"\nb={b}, s={s}: fast path ('auto') timed both arrangements on its first call and uses the {arrangement} one; "
+            f"max |fast - step| {diff_step:.1e}, max |fast - transformers| {diff_hf:.1e}"
+        )
+        print(
+            f"  FLOPs by formula: standard (step, transformers) {flops['step/transformers'] / 1e9:.2f} G, "
+            f"fast standard {flops['standard'] / 1e9:.2f} G, fast absorbed {flops['absorbed'] / 1e9:.2f} G "
+            f"(of which {(flops['absorbed'] - unpadded) / 1e9:.2f} G on its "
+            f"{cost.padded_keys(cost.n_keys(cfg, s)) - cost.n_keys(cfg, s)} zero padding keys); "
+            f"the {arrangement} one does {flops[arrangement] / flops['step/transformers']:.3f} of the step model's"
+        )
+        print(
+            f"  ceiling: float32 GEMM [{b * s}, {e}] @ [{e}, {4 * e}] median {1e3 * med['gemm']:.1f} ms "
+            f"= {ceiling / 1e9:.1f} GFLOP/s"
+        )
         for name in ("fast", "fast standard", "fast absorbed", "step", "transformers"):
-            used = {"fast": flops[arrangement], "fast standard": flops["standard"],
-                    "fast absorbed": flops["absorbed"]}.get(name, flops["step/transformers"])
+            used = {
+                "fast": flops[arrangement],
+                "fast standard": flops["standard"],
+                "fast absorbed": flops["absorbed"],
+            }.get(name, flops["step/transformers"])
             rounds = by_arrangement if name in ("fast standard", "fast absorbed") else times
             ratio = statistics.median(x / y for x, y in zip(rounds[name], rounds["transformers"]))
             spread = (min(rounds[name]) * 1e3, max(rounds[name]) * 1e3)
-            print(f"  {name:13s} median {1e3 * med[name]:9.1f} ms (min {spread[0]:.1f}, max {spread[1]:.1f})  "
-                  f"/ transformers {ratio:5.3f}   {used / med[name] / 1e9:6.1f} GFLOP/s = "
-                  f"{100 * used / med[name] / ceiling:4.0f} % of the GEMM   peak memory {memory[name] / 2**20:7.1f} MiB"
-                  + (f" + {kept[name] / 2**20:.1f} MiB of buffers kept" if kept.get(name) else ""))
+            print(
+                f"  {name:13s} median {1e3 * med[name]:9.1f} ms (min {spread[0]:.1f}, max {spread[1]:.1f})  "
+                f"/ transformers {ratio:5.3f}   {used / med[name] / 1e9:6.1f} GFLOP/s = "
+                f"{100 * used / med[name] / ceiling:4.0f} % of the GEMM   peak memory {memory[name] / 2**20:7.1f} MiB"
+                + (f" + {kept[name] / 2**20:.1f} MiB of buffers kept" if kept.get(name) else "")
+            )
         ratios = [x / y for x, y in zip(times["fast"], times["transformers"])]
         ratio, (low, high) = statistics.median(ratios), median_interval(ratios)
-        print(f"  fast / transformers per round, sorted: {' '.join(f'{r:.3f}' for r in sorted(ratios))}\n"
-              f"  median {ratio:.3f}, 95 % interval for the median {low:.3f}-{high:.3f}")
-        print(f"  peak memory fast / step {memory['fast'] / memory['step']:.2f}; "
-              f"time fast / step {statistics.median(x / y for x, y in zip(times['fast'], times['step'])):.3f}")
+        print(
+            f"  fast / transformers per round, sorted: {' '.join(f'{r:.3f}' for r in sorted(ratios))}\n"
+            f"  median {ratio:.3f}, 95 % interval for the median {low:.3f}-{high:.3f}"
+        )
+        print(
+            f"  peak memory fast / step {memory['fast'] / memory['step']:.2f}; "
+            f"time fast / step {statistics.median(x / y for x, y in zip(times['fast'], times['step'])):.3f}"
+        )
         target = TARGETS.get((b, s))
         if target is not None:
-            summary.append(f"b={b}, s={s}: fast / transformers {ratio:.3f} (95 % interval {low:.3f}-{high:.3f}) "
-                           f"<= {target:.2f}: {'met' if ratio <= target else 'NOT met'}")
+            summary.append(
+                f"b={b}, s={s}: fast / transformers {ratio:.3f} (95 % interval {low:.3f}-{high:.3f}) "
+                f"<= {target:.2f}: {'met' if ratio <= target else 'NOT met'}"
+            )
     print("\ntargets (issue 12):")
     for line in summary:
         print("  " + line)

@@ -39,20 +39,27 @@ def main() -> None:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     cfg = pe.ResamplerConfig.idefics()
-    hf_config = IdeficsConfig(vision_config=dict(embed_dim=cfg.embed_dim), perceiver_config=dict(qk_layer_norms_perceiver=False))
+    hf_config = IdeficsConfig(
+        vision_config=dict(embed_dim=cfg.embed_dim), perceiver_config=dict(qk_layer_norms_perceiver=False)
+    )
     torch.manual_seed(0)
     theirs = IdeficsPerceiverResampler(hf_config, cfg.embed_dim, cfg.depth, cfg.n_heads, cfg.head_dim, cfg.n_latents)
     theirs = theirs.eval().to(args.device)
     ours = pe.PerceiverResampler.from_idefics(theirs).eval()
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"config {cfg}, {args.repeats} interleaved repeats")
+    print(
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"config {cfg}, {args.repeats} interleaved repeats"
+    )
 
     for batch in args.batches:
         context = torch.randn(batch, 257, cfg.embed_dim, device=args.device)
         with torch.inference_mode():
             assert torch.allclose(ours(context), theirs(context), atol=1e-4)
-            runs = {"ours": lambda: ours(context), "ours+trace": lambda: ours(context, return_trace=True),
-                    "transformers": lambda: theirs(context)}
+            runs = {
+                "ours": lambda: ours(context),
+                "ours+trace": lambda: ours(context, return_trace=True),
+                "transformers": lambda: theirs(context),
+            }
             for fn in runs.values():  # warm-up
                 for _ in range(3):
                     fn()

@@ -23,22 +23,31 @@ from perceiver_edu.explorer.forward import run_forward
 # the explorer's default, a deep QK-norm model, plain cross-attention, and the IDEFICS-9B shape
 SETTINGS = [
     ("explorer default", dict(embed_dim=64, depth=2, n_heads=4, head_dim=16, n_latents=8), "image", 257),
-    ("depth 6, QK-norm", dict(embed_dim=64, depth=6, n_heads=8, head_dim=16, n_latents=16, qk_norm=True),
-     "structured", 257),
-    ("latents not in kv", dict(embed_dim=64, depth=3, n_heads=4, head_dim=32, n_latents=8, latents_in_kv=False),
-     "random", 100),
+    (
+        "depth 6, QK-norm",
+        dict(embed_dim=64, depth=6, n_heads=8, head_dim=16, n_latents=16, qk_norm=True),
+        "structured",
+        257,
+    ),
+    (
+        "latents not in kv",
+        dict(embed_dim=64, depth=3, n_heads=4, head_dim=32, n_latents=8, latents_in_kv=False),
+        "random",
+        100,
+    ),
     ("IDEFICS-9B shape", dict(embed_dim=1280, depth=6, n_heads=16, head_dim=96, n_latents=64), "image", 257),
 ]
 TOLERANCE = 1e-4  # float32 on two kinds of hardware: same maths, different summation order
 
 
-def compare(config: pe.ResamplerConfig, input_kind: str, context_length: int, device: str,
-            repeats: int = 5) -> dict:
+def compare(config: pe.ResamplerConfig, input_kind: str, context_length: int, device: str, repeats: int = 5) -> dict:
     """Run on the CPU and on `device`; the largest differences and the median forward times."""
-    cpu = [run_forward(config, input_kind=input_kind, context_length=context_length, device="cpu")
-           for _ in range(repeats)]
-    dev = [run_forward(config, input_kind=input_kind, context_length=context_length, device=device)
-           for _ in range(repeats)]
+    cpu = [
+        run_forward(config, input_kind=input_kind, context_length=context_length, device="cpu") for _ in range(repeats)
+    ]
+    dev = [
+        run_forward(config, input_kind=input_kind, context_length=context_length, device=device) for _ in range(repeats)
+    ]
     a, b = cpu[0], dev[0]
     attn = max(float((x - y).abs().max()) for x, y in zip(a.trace.attentions, b.trace.attentions))
     return dict(
@@ -80,8 +89,13 @@ def fast_path_on(device: str, repeats: int = 11, config: pe.ResamplerConfig | No
         diff = float((fast(context) - model(context)).abs().max())
         times = pe.cost.time_interleaved({"step": lambda: model(context), "fast": lambda: fast(context)}, repeats, sync)
         errors = pe.fast.precision_errors(model, context)
-    return dict(diff=diff, step_ms=1e3 * statistics.median(times["step"]), fast_ms=1e3 * statistics.median(times["fast"]),
-                ratio=pe.cost.median_ratio(times, "fast", "step"), errors=errors)
+    return dict(
+        diff=diff,
+        step_ms=1e3 * statistics.median(times["step"]),
+        fast_ms=1e3 * statistics.median(times["fast"]),
+        ratio=pe.cost.median_ratio(times, "fast", "step"),
+        errors=errors,
+    )
 
 
 def main() -> int:
@@ -95,13 +109,18 @@ def main() -> int:
         r = compare(pe.ResamplerConfig(**sizes), kind, s, "cuda")
         ok = r["attention"] <= TOLERANCE and r["output"] <= TOLERANCE
         failed |= not ok
-        print(f"{label:20s} {r['attention']:16.2e} {r['output']:15.2e} {r['cpu_ms']:8.2f} {r['device_ms']:8.2f}"
-              f"  {'ok' if ok else 'DIFFERENT'}")
+        print(
+            f"{label:20s} {r['attention']:16.2e} {r['output']:15.2e} {r['cpu_ms']:8.2f} {r['device_ms']:8.2f}"
+            f"  {'ok' if ok else 'DIFFERENT'}"
+        )
     r = fast_path_on("cuda")
-    print(f"FastResampler, IDEFICS-9B shape, b=1, s=257, cuda: max |fast - step| {r['diff']:.1e} (float32, TF32 off), "
-          f"step {r['step_ms']:.2f} ms, fast {r['fast_ms']:.2f} ms, fast / step {r['ratio']:.2f}")
-    print("  float16 / bfloat16, max |error| against float32:",
-          ", ".join(f"{k} {v:.1e}" for k, v in r["errors"].items()))
+    print(
+        f"FastResampler, IDEFICS-9B shape, b=1, s=257, cuda: max |fast - step| {r['diff']:.1e} (float32, TF32 off), "
+        f"step {r['step_ms']:.2f} ms, fast {r['fast_ms']:.2f} ms, fast / step {r['ratio']:.2f}"
+    )
+    print(
+        "  float16 / bfloat16, max |error| against float32:", ", ".join(f"{k} {v:.1e}" for k, v in r["errors"].items())
+    )
     failed |= r["diff"] > TOLERANCE
     problems = drive_explorer("cuda")
     print("Explorer(device='cuda'):", "ok" if not problems else problems)

@@ -118,7 +118,9 @@ def measure(path: Path, timeout: int, interval: float) -> dict:
     return {
         "ok": child.returncode == 0,
         # the last line of nbclient's error is the exception; drop the terminal colour codes
-        "error": re.sub(r"\x1b\[[0-9;]*m", "", stderr.strip().splitlines()[-1]) if child.returncode and stderr.strip() else "",
+        "error": re.sub(r"\x1b\[[0-9;]*m", "", stderr.strip().splitlines()[-1])
+        if child.returncode and stderr.strip()
+        else "",
         "seconds": seconds,
         "peak_kernel": peak_kernel,
         "peak_total": peak_total,

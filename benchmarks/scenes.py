@@ -65,46 +65,63 @@ def main() -> None:
     scenes = pe.held_out_scenes(args.n, seed=args.seed)
     info = P.pretrained_info("scenes")
     f = figures("scenes", scenes)
-    print(f"pe.pretrained('scenes') on pe.held_out_scenes({args.n}, seed={args.seed}): "
-          f"{sum(len(y) for y in scenes.labels)} objects in {len(scenes)} scenes of 32 x 32")
+    print(
+        f"pe.pretrained('scenes') on pe.held_out_scenes({args.n}, seed={args.seed}): "
+        f"{sum(len(y) for y in scenes.labels)} objects in {len(scenes)} scenes of 32 x 32"
+    )
     print(f"object accuracy: {f['object_accuracy']:.1f} % {verdict(f['object_accuracy'], TARGETS['object_accuracy'])}")
     print(f"exact-set accuracy: {f['exact_set_accuracy']:.1f} %")
     print(f"object coverage: {f['object_coverage']:.1f} % {verdict(f['object_coverage'], TARGETS['object_coverage'])}")
     print(f"median attention on its object: {f['median_object_attention']:.1f} %")
-    print(f"context entropy: {f['context_entropy']:.2f} nats, at initialisation {f['initial_context_entropy']:.2f} nats")
+    print(
+        f"context entropy: {f['context_entropy']:.2f} nats, at initialisation {f['initial_context_entropy']:.2f} nats"
+    )
     print(f"entropy fall: {f['entropy_fall']:.1f} % {verdict(f['entropy_fall'], TARGETS['entropy_fall'])}")
     # CPU time of the one training thread: what the run costs on a quiet core; the wall time also
     # counts the waits for a core that the shared machine's other processes held
-    print(f"training time: {info['cpu_seconds']:.0f} s of CPU recorded for {info['steps']} steps on {info['threads']} thread "
-          f"{verdict(info['cpu_seconds'], TARGETS['training_seconds'], above=False)}; wall {info['seconds']:.0f} s under the load then")
+    print(
+        f"training time: {info['cpu_seconds']:.0f} s of CPU recorded for {info['steps']} steps on {info['threads']} thread "
+        f"{verdict(info['cpu_seconds'], TARGETS['training_seconds'], above=False)}; wall {info['seconds']:.0f} s under the load then"
+    )
 
     print("\nthe four trained variants, same held-out scenes:")
-    print(f"{'name':<22} {'qk_norm':>7} {'in kv':>6} {'accuracy':>9} {'exact set':>9} {'coverage':>9} {'entropy fall':>12}")
+    print(
+        f"{'name':<22} {'qk_norm':>7} {'in kv':>6} {'accuracy':>9} {'exact set':>9} {'coverage':>9} {'entropy fall':>12}"
+    )
     for name in P.PRETRAINED[1:]:
         v, config = figures(name, scenes), P.pretrained_info(name)["config"]
-        print(f"{name:<22} {str(config['qk_norm']):>7} {str(config['latents_in_kv']):>6} {v['object_accuracy']:>8.1f}% "
-              f"{v['exact_set_accuracy']:>8.1f}% {v['object_coverage']:>8.1f}% {v['entropy_fall']:>11.1f}%")
+        print(
+            f"{name:<22} {str(config['qk_norm']):>7} {str(config['latents_in_kv']):>6} {v['object_accuracy']:>8.1f}% "
+            f"{v['exact_set_accuracy']:>8.1f}% {v['object_coverage']:>8.1f}% {v['entropy_fall']:>11.1f}%"
+        )
 
     big = pe.held_out_scenes(min(args.n, 300), seed=args.seed, canvas=48, max_objects=4)
     b = S.evaluate(pe.pretrained("scenes"), big)
-    print(f"\nanother canvas, 48 x 48 (s = 144 instead of 64, the same 8 latents), {len(big)} scenes: "
-          f"object accuracy {b['object_accuracy']:.1f} %, object coverage {b['object_coverage']:.1f} %")
+    print(
+        f"\nanother canvas, 48 x 48 (s = 144 instead of 64, the same 8 latents), {len(big)} scenes: "
+        f"object accuracy {b['object_accuracy']:.1f} %, object coverage {b['object_coverage']:.1f} %"
+    )
 
     if args.train:
         print(f"\nretraining 'scenes' ({info['steps']} steps, seed {info['seed']}, 1 thread); before: {load()}")
         cpu = time.process_time()
-        run = S.train_scenes(S.scenes_config(**P.RECIPES["scenes"]["config"]), steps=info["steps"], seed=info["seed"],
-                             progress=False)
+        run = S.train_scenes(
+            S.scenes_config(**P.RECIPES["scenes"]["config"]), steps=info["steps"], seed=info["seed"], progress=False
+        )
         shipped = pe.pretrained("scenes").state_dict()
         same = all(torch.equal(v, shipped[k]) for k, v in run.model.state_dict().items())
         cpu = time.process_time() - cpu
-        print(f"training time: {cpu:.1f} s of CPU, {run.seconds:.1f} s wall ({1000 * run.seconds / info['steps']:.1f} ms/step); {load()}")
+        print(
+            f"training time: {cpu:.1f} s of CPU, {run.seconds:.1f} s wall ({1000 * run.seconds / info['steps']:.1f} ms/step); {load()}"
+        )
         print(f"same weights as the shipped file: {same}")
         start = time.perf_counter()
         pe.train_digits(steps=200, seed=1, progress=False, eval_every=200)
         reference = (time.perf_counter() - start) / 200
-        print(f"reference: chapter 4's digits trainer, {1000 * reference:.1f} ms/step; "
-              f"scenes step / digits step = {run.seconds / info['steps'] / reference:.1f}; {load()}")
+        print(
+            f"reference: chapter 4's digits trainer, {1000 * reference:.1f} ms/step; "
+            f"scenes step / digits step = {run.seconds / info['steps'] / reference:.1f}; {load()}"
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def readme_front_page(readme: str) -> str:
     text = intro.rstrip() + "\n\n" + chapters.rstrip() + "\n"
     text = re.sub(r"<!--.*?-->\n?", "", text, flags=re.S)  # the README's markers
     text = repository_links(text, "")
-    text = text.replace(links.BINDER_BADGE, "_static/badge-binder.svg").replace(links.COLAB_BADGE,
-                                                                                "_static/badge-colab.svg")
+    text = text.replace(links.BINDER_BADGE, "_static/badge-binder.svg").replace(
+        links.COLAB_BADGE, "_static/badge-colab.svg"
+    )
     return text
 
 
@@ -109,16 +110,19 @@ def placeholder_png(text: str) -> str:
 
 
 def run_live_sentence(rel: str, what: str) -> str:
-    return (f"*{what} Run the chapter to use it live: [open it in Colab]({links.colab_url(rel)}) (a GPU is "
-            f"free there), [launch it on Binder]({links.binder_url(rel)}), or on your machine with "
-            f"`jupyter lab {rel}`.*")
+    return (
+        f"*{what} Run the chapter to use it live: [open it in Colab]({links.colab_url(rel)}) (a GPU is "
+        f"free there), [launch it on Binder]({links.binder_url(rel)}), or on your machine with "
+        f"`jupyter lab {rel}`.*"
+    )
 
 
 def still_outputs(output: dict, rel: str) -> list[dict] | None:
     """The outputs that replace a widget output (or a text progress bar), or None to keep it."""
     data = output.get("data", {})
-    plain = "".join(data.get("text/plain", "")) if isinstance(data.get("text/plain"), list) else data.get(
-        "text/plain", "")
+    plain = (
+        "".join(data.get("text/plain", "")) if isinstance(data.get("text/plain"), list) else data.get("text/plain", "")
+    )
     if output.get("output_type") == "stream":
         text = "".join(output.get("text", ""))
         if not TQDM.search(text.strip().split("\r")[-1]):
@@ -133,13 +137,17 @@ def still_outputs(output: dict, rel: str) -> list[dict] | None:
     elif bar:
         total = int(bar.group("total"))
         png = progress_bar_png(bar.group("desc").strip() or "progress", total)
-        sentence = run_live_sentence(rel, f"Here a progress bar counts the {total:,} steps while the cell runs "
-                                          "(a still picture of it when done).")
+        sentence = run_live_sentence(
+            rel,
+            f"Here a progress bar counts the {total:,} steps while the cell runs (a still picture of it when done).",
+        )
     else:
         png = placeholder_png("an interactive widget: run the notebook to use it")
         sentence = run_live_sentence(rel, "Here the notebook shows an interactive widget.")
-    return [{"output_type": "display_data", "metadata": {}, "data": {"image/png": png}},
-            {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": sentence}}]
+    return [
+        {"output_type": "display_data", "metadata": {}, "data": {"image/png": png}},
+        {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": sentence}},
+    ]
 
 
 MD_LINK = re.compile(r"(\]\()([^)\s#]+)((?:#[^)\s]*)?\))")
@@ -151,6 +159,7 @@ def repository_links(markdown: str, folder: str) -> str:
     `folder` is where the markdown lives in the repository ("" or "notebooks"); links to chapters,
     to pictures the book copies (notebooks/figures) and to the web are left as they are.
     """
+
     def rewrite(match: re.Match) -> str:
         target = match.group(2)
         if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("/"):
@@ -170,11 +179,13 @@ def repository_links(markdown: str, folder: str) -> str:
 
 
 def launch_line(rel: str) -> str:
-    return ('<div class="pe-launch">\n'
-            f'<a href="{links.colab_url(rel)}"><img src="../_static/badge-colab.svg" alt="Open in Colab"></a>\n'
-            f'<a href="{links.binder_url(rel)}"><img src="../_static/badge-binder.svg" alt="Launch on Binder"></a>\n'
-            '<span>Run this chapter: Colab has a free GPU; Binder a CPU, nothing to install.</span>\n'
-            '</div>\n')
+    return (
+        '<div class="pe-launch">\n'
+        f'<a href="{links.colab_url(rel)}"><img src="../_static/badge-colab.svg" alt="Open in Colab"></a>\n'
+        f'<a href="{links.binder_url(rel)}"><img src="../_static/badge-binder.svg" alt="Launch on Binder"></a>\n'
+        "<span>Run this chapter: Colab has a free GPU; Binder a CPU, nothing to install.</span>\n"
+        "</div>\n"
+    )
 
 
 def book_notebook(nb: dict, rel: str) -> dict:
@@ -197,7 +208,7 @@ def book_notebook(nb: dict, rel: str) -> dict:
     source = "".join(first["source"]) if first else ""
     title = re.match(r"# [^\n]*\n", source + "\n")
     if first is not None and title:
-        first["source"] = source[: title.end()] + "\n" + launch_line(rel) + source[title.end():]
+        first["source"] = source[: title.end()] + "\n" + launch_line(rel) + source[title.end() :]
     else:
         cells.insert(0, {"cell_type": "markdown", "metadata": {}, "source": launch_line(rel)})
     nb["cells"] = cells
@@ -251,8 +262,22 @@ def build() -> float:
     if OUT.exists():
         shutil.rmtree(OUT)
     # -W: a broken reference or a missing image stops the build; -E: no stale pickled environment
-    code = build_main(["-b", "html", "-q", "-W", "--keep-going", "-E", "-c", str(DOCS), "-d",
-                       str(ROOT / "build" / "book-doctrees"), str(SRC), str(OUT)])
+    code = build_main(
+        [
+            "-b",
+            "html",
+            "-q",
+            "-W",
+            "--keep-going",
+            "-E",
+            "-c",
+            str(DOCS),
+            "-d",
+            str(ROOT / "build" / "book-doctrees"),
+            str(SRC),
+            str(OUT),
+        ]
+    )
     if code:
         raise SystemExit(f"sphinx-build failed (exit code {code}); its messages are above")
     copy_mathjax()

@@ -30,16 +30,20 @@ suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]  # the chapters,
 # (the readers of a book built offline may be offline too: no CDN). That package ships the HTML-CSS
 # output with the STIX-Web fonts (the set classic Jupyter used), so the config asks for exactly those.
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {"MMLorHTML": {"prefer": "HTML"},  # Chromium has MathML now; its fonts would be missing
-                   # the hidden MathML copy for screen readers would ask for the TeX fonts, not shipped
-                   "menuSettings": {"assistiveMML": False},
-                   "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
-                                "imageFont": None},
-                   # myst marks sections "tex2jax_ignore" (a stray $ in prose is not maths); its maths
-                   # and the notebooks' outputs carry the classes that MathJax must process anyway
-                   "tex2jax": {"processClass": "tex2jax_process|mathjax_process|math|output_area",
-                               "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
-                   "showMathMenu": False, "messageStyle": "none"}
+mathjax2_config = {
+    "MMLorHTML": {"prefer": "HTML"},  # Chromium has MathML now; its fonts would be missing
+    # the hidden MathML copy for screen readers would ask for the TeX fonts, not shipped
+    "menuSettings": {"assistiveMML": False},
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
+    # myst marks sections "tex2jax_ignore" (a stray $ in prose is not maths); its maths
+    # and the notebooks' outputs carry the classes that MathJax must process anyway
+    "tex2jax": {
+        "processClass": "tex2jax_process|mathjax_process|math|output_area",
+        "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+    },
+    "showMathMenu": False,
+    "messageStyle": "none",
+}
 
 pygments_style = "sphinx"
 html_title = "perceiver-edu: the Perceiver Resampler, step by step"
@@ -53,8 +57,11 @@ html_theme_options = {
     "path_to_docs": "",  # the book's sources mirror the repository: notebooks/NAME.ipynb is the file
     "use_repository_button": True,
     "use_download_button": True,
-    "launch_buttons": {"binderhub_url": "https://mybinder.org", "colab_url": "https://colab.research.google.com",
-                       "notebook_interface": "jupyterlab"},
+    "launch_buttons": {
+        "binderhub_url": "https://mybinder.org",
+        "colab_url": "https://colab.research.google.com",
+        "notebook_interface": "jupyterlab",
+    },
     "show_toc_level": 2,
     "home_page_in_toc": True,
 }

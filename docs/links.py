@@ -27,12 +27,16 @@ def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
     section = re.search(r"^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
     match = section and re.search(r'^Repository\s*=\s*"([^"]+)"', section.group(1), re.M)
     if not match:
-        raise ValueError(f"{pyproject}: expected a `Repository = \"https://github.com/OWNER/NAME\"` line under "
-                         "[project.urls]; the launch links are derived from it")
+        raise ValueError(
+            f'{pyproject}: expected a `Repository = "https://github.com/OWNER/NAME"` line under '
+            "[project.urls]; the launch links are derived from it"
+        )
     url = match.group(1).rstrip("/")
     if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
-        raise ValueError(f"{pyproject}: Repository must be https://github.com/OWNER/NAME (Binder and Colab "
-                         f"open GitHub repositories), got {url!r}")
+        raise ValueError(
+            f"{pyproject}: Repository must be https://github.com/OWNER/NAME (Binder and Colab "
+            f"open GitHub repositories), got {url!r}"
+        )
     return url
 
 
@@ -79,8 +83,9 @@ def colab_badges_markdown(root: Path = ROOT) -> str:
     lines = []
     for path in chapters(root):
         rel = path.relative_to(root).as_posix()
-        lines.append(f"[![Open {path.stem} in Colab]({COLAB_BADGE})]({colab_url(rel)}) "
-                     f"**{path.stem}**: {chapter_title(path)}  ")
+        lines.append(
+            f"[![Open {path.stem} in Colab]({COLAB_BADGE})]({colab_url(rel)}) **{path.stem}**: {chapter_title(path)}  "
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 

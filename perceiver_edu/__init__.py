@@ -1,21 +1,19 @@
 """perceiver-edu: the Perceiver Resampler of Flamingo and IDEFICS, step by step.
 
-    import perceiver_edu as pe
-    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
-    latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
+import perceiver_edu as pe
+model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
 """
 
-from . import cost, steps
+from . import cost, scenes, steps, toy
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
 from .fast import FastResampler
 from .inputs import INPUT_KINDS, make_context
 from .interop import load_checkpoint, load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
-from . import scenes
 from .pretrained import PRETRAINED, held_out_scenes, pretrained, pretrained_info, scenes_variant
 from .scenes import SceneModel, Scenes, make_scenes, train_scenes
-from . import toy
 from .toy import DigitClassifier, load_digits_split, train_digits
 from .trace import Trace, attention_entropy, context_share
 

@@ -104,8 +104,9 @@ class ResamplerConfig:
                     f"n_kv_heads must divide n_heads (each k/v head serves n_heads // n_kv_heads query heads); "
                     f"got n_heads={self.n_heads}, n_kv_heads={kv}"
                 )
-        if self.norm_eps is not None and (isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float))
-                                          or not self.norm_eps > 0):
+        if self.norm_eps is not None and (
+            isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0
+        ):
             raise ValueError(f"norm_eps must be None or a positive number; got {self.norm_eps!r}")
 
     # -- derived sizes ------------------------------------------------------------------------
@@ -136,11 +137,13 @@ class ResamplerConfig:
         """4 * e: the hidden width of the MLP, as in IDEFICS."""
         return 4 * self.embed_dim
 
-    def replace(self, **changes: Any) -> "ResamplerConfig":
+    def replace(self, **changes: Any) -> ResamplerConfig:
         """A copy with some fields changed (validated like a new config)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
-            raise TypeError(f"ResamplerConfig has no field(s) {unknown}; fields are {[f.name for f in dataclasses.fields(self)]}")
+            raise TypeError(
+                f"ResamplerConfig has no field(s) {unknown}; fields are {[f.name for f in dataclasses.fields(self)]}"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -148,20 +151,31 @@ class ResamplerConfig:
 
     # -- presets ------------------------------------------------------------------------------
     @classmethod
-    def idefics(cls, **overrides: Any) -> "ResamplerConfig":
+    def idefics(cls, **overrides: Any) -> ResamplerConfig:
         """The resampler of IDEFICS-9B/80B: ViT-H/14 width 1280, depth 6, 16 heads of 96, 64 latents."""
         return cls(**{**dict(embed_dim=1280, depth=6, n_heads=16, head_dim=96, n_latents=64), **overrides})
 
     @classmethod
-    def idefics2(cls, **overrides: Any) -> "ResamplerConfig":
+    def idefics2(cls, **overrides: Any) -> ResamplerConfig:
         """The resampler of Idefics2-8B: Mistral width 4096, depth 3, 16 query heads of 96, 4 k/v heads,
         64 latents starting as ones, RMSNorm, SwiGLU, a padding mask, no explicit max subtraction."""
-        values = dict(embed_dim=4096, depth=3, n_heads=16, head_dim=96, n_latents=64, n_kv_heads=4, norm="rms",
-                      mlp="swiglu", latents_init="ones", accepts_mask=True, subtract_max=False)
+        values = dict(
+            embed_dim=4096,
+            depth=3,
+            n_heads=16,
+            head_dim=96,
+            n_latents=64,
+            n_kv_heads=4,
+            norm="rms",
+            mlp="swiglu",
+            latents_init="ones",
+            accepts_mask=True,
+            subtract_max=False,
+        )
         return cls(**{**values, **overrides})
 
     @classmethod
-    def flamingo(cls, **overrides: Any) -> "ResamplerConfig":
+    def flamingo(cls, **overrides: Any) -> ResamplerConfig:
         """The resampler as OpenFlamingo builds it on CLIP ViT-L/14 (width 1024): depth 6, 8 heads of 64,
         64 latents, GELU, no time or frame embeddings (open_flamingo/src/flamingo.py). The Flamingo paper
         also uses 6 layers and 64 latents, and adds learned time embeddings for video: pass
@@ -170,12 +184,12 @@ class ResamplerConfig:
         return cls(**{**values, **overrides})
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> "ResamplerConfig":
+    def tiny(cls, **overrides: Any) -> ResamplerConfig:
         """Small enough to print, plot and run in milliseconds on a laptop CPU."""
         return cls(**{**dict(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=8), **overrides})
 
     @classmethod
-    def from_idefics(cls, hf_config: Any, **overrides: Any) -> "ResamplerConfig":
+    def from_idefics(cls, hf_config: Any, **overrides: Any) -> ResamplerConfig:
         """Read the resampler's sizes from a transformers `IdeficsConfig` (or its dict form, as in config.json)."""
         cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
         perceiver = cfg.get("perceiver_config")

@@ -21,7 +21,8 @@ Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim,
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -52,8 +53,14 @@ def padded_keys(n: int, multiple: int = KEY_PADDING) -> int:
     return -(-n // multiple) * multiple
 
 
-def step_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-               cached_first_layer: bool = False, padded: bool = False) -> dict[str, int]:
+def step_flops(
+    config: ResamplerConfig,
+    b: int,
+    s: int,
+    arrangement: str = "standard",
+    cached_first_layer: bool = False,
+    padded: bool = False,
+) -> dict[str, int]:
     """FLOPs of each matrix-product step, summed over the `depth` layers: {step name: FLOPs}.
 
     cached_first_layer: the first layer's latents are parameters, so what depends only on them
@@ -113,14 +120,20 @@ STEP_FORMULAS = {
 }
 
 
-def total_flops(config: ResamplerConfig, b: int, s: int, arrangement: str = "standard",
-                cached_first_layer: bool = False, padded: bool = False) -> int:
+def total_flops(
+    config: ResamplerConfig,
+    b: int,
+    s: int,
+    arrangement: str = "standard",
+    cached_first_layer: bool = False,
+    padded: bool = False,
+) -> int:
     """All the matrix-product FLOPs of one forward pass (the sum of `step_flops`)."""
     return sum(step_flops(config, b, s, arrangement, cached_first_layer, padded).values())
 
 
 def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:
-    """"absorbed" when it needs fewer FLOPs than "standard" (never with QK-norm), else "standard"."""
+    """ "absorbed" when it needs fewer FLOPs than "standard" (never with QK-norm), else "standard"."""
     if config.qk_norm:
         return "standard"
     absorbed = total_flops(config, b, s, "absorbed", cached_first_layer=True)
@@ -168,8 +181,9 @@ def pixel_shuffle_tokens(grid: int, ratio: int) -> int:
     return (grid // ratio) ** 2
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5,
-                     sync: Callable[[], None] = lambda: None, settle: bool = False) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int = 5, sync: Callable[[], None] = lambda: None, settle: bool = False
+) -> dict[str, list[float]]:
     """Seconds of each call, running the functions in turn `repeats` times after one warm-up each.
 
     Interleaving makes whatever else the machine does hit all of them alike, so their ratios are
@@ -210,8 +224,9 @@ def tokens_per_image(context_length: int = 257, n_latents: int = 64, resampler: 
     return n_latents if resampler else context_length
 
 
-def lm_cross_attention_flops(n_text: int, n_visual: int, lm_dim: int, n_layers: int,
-                             visual_dim: int | None = None) -> int:
+def lm_cross_attention_flops(
+    n_text: int, n_visual: int, lm_dim: int, n_layers: int, visual_dim: int | None = None
+) -> int:
     """Matrix-product FLOPs of the LM's gated cross-attention layers reading `n_visual` tokens.
 
     Per cross-attention layer: q from the text (2 t D D), k and v from the visual tokens
@@ -240,7 +255,9 @@ class _PeakMemory(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         # a view or an in-place result shares an input's storage: nothing new was allocated
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()

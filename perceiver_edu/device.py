@@ -26,7 +26,7 @@ def available_devices() -> list[str]:
 
 
 def pick_device() -> str:
-    """"cuda" when available, else "mps", else "cpu"; the environment variable PERCEIVER_EDU_DEVICE overrides."""
+    """ "cuda" when available, else "mps", else "cpu"; the environment variable PERCEIVER_EDU_DEVICE overrides."""
     forced = os.environ.get(ENV_VAR, "").strip()
     if forced:
         kind = forced.split(":")[0]

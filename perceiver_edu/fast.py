@@ -77,8 +77,15 @@ def fast_path_support(config: ResamplerConfig) -> str | None:
     query heads, no media or frame embeddings, no padding mask, the stable softmax; QK-norm and
     latents_in_kv on or off. (The fields are read with getattr so older configs without them work.)
     """
-    wanted = dict(norm="layer", mlp="relu", n_media_embeds=0, n_frame_embeds=0, accepts_mask=False,
-                  subtract_max=True, latents_init=None)
+    wanted = dict(
+        norm="layer",
+        mlp="relu",
+        n_media_embeds=0,
+        n_frame_embeds=0,
+        accepts_mask=False,
+        subtract_max=True,
+        latents_init=None,
+    )
     reasons = []
     for name, value in wanted.items():
         if value is None:
@@ -113,8 +120,10 @@ class FastResampler(nn.Module):
         if arrangement not in ("auto", *cost.ARRANGEMENTS):
             raise ValueError(f"arrangement must be 'auto', 'standard' or 'absorbed'; got {arrangement!r}")
         if arrangement == "absorbed" and model.config.qk_norm:
-            raise ValueError("arrangement='absorbed' needs qk_norm=False: QK-norm's LayerNorm on k is not linear, "
-                             "so k_proj cannot be folded into the queries. Use 'standard' or 'auto'")
+            raise ValueError(
+                "arrangement='absorbed' needs qk_norm=False: QK-norm's LayerNorm on k is not linear, "
+                "so k_proj cannot be folded into the queries. Use 'standard' or 'auto'"
+            )
         self.model = model  # a submodule: its parameters are ours, not copies
         self.arrangement = arrangement
         self.sdpa = sdpa
@@ -136,8 +145,10 @@ class FastResampler(nn.Module):
     def forward(self, context: Tensor, attention_mask: Tensor | None = None, return_trace: bool = False) -> Tensor:
         """[b, s, e] -> [b, l, e]"""
         if return_trace:
-            raise ValueError("FastResampler records no trace (it keeps no attention weights: with SDPA it never forms them); "
-                             "call the step model for that: fast.model(context, return_trace=True)")
+            raise ValueError(
+                "FastResampler records no trace (it keeps no attention weights: with SDPA it never forms them); "
+                "call the step model for that: fast.model(context, return_trace=True)"
+            )
         if self.fallback_reason or attention_mask is not None:
             if not self._warned:
                 reason = self.fallback_reason or "an attention_mask was given"
@@ -170,8 +181,11 @@ class FastResampler(nn.Module):
         if key not in self.measured:
             sync = torch.cuda.synchronize if x_hat.device.type == "cuda" else (lambda: None)
             with torch.no_grad():  # one warm-up call of each, then three rounds
-                times = cost.time_interleaved({"standard": lambda: self._standard(x_hat),
-                                               "absorbed": lambda: self._absorbed(x_hat)}, repeats=3, sync=sync)
+                times = cost.time_interleaved(
+                    {"standard": lambda: self._standard(x_hat), "absorbed": lambda: self._absorbed(x_hat)},
+                    repeats=3,
+                    sync=sync,
+                )
             self.measured[key] = "absorbed" if cost.median_ratio(times, "absorbed", "standard") < 1 else "standard"
             for name in cost.ARRANGEMENTS:  # the other arrangement's buffers were only for its trial
                 if name != self.measured[key]:
@@ -230,7 +244,9 @@ class FastResampler(nn.Module):
             if buffers is None:
                 kv_ctx = F.linear(x_hat, weight, bias)
             else:  # the same product, written into the buffer the last layer (or call) used
-                kv_ctx = torch.addmm(bias, x_hat.reshape(-1, x_hat.shape[-1]), weight.t(), out=buffers["kv_ctx"]).view(b, -1, 2 * inner)
+                kv_ctx = torch.addmm(bias, x_hat.reshape(-1, x_hat.shape[-1]), weight.t(), out=buffers["kv_ctx"]).view(
+                    b, -1, 2 * inner
+                )
             k_ctx, v_ctx = kv_ctx.split(inner, dim=-1)
             if i == 0:  # the first layer's latent q, k, v depend only on the weights: kept
                 q, k_lat, v_lat = first["q"], first["k"], first["v"]
@@ -283,10 +299,14 @@ class FastResampler(nn.Module):
             self._workspace.pop(arrangement, None)  # free the old buffers before making new ones
             n = s + cfg.n_latents if cfg.latents_in_kv else s
             h, l, d = cfg.n_heads, cfg.n_latents, cfg.head_dim
+
             def empty(*shape: int) -> Tensor:
                 return torch.empty(*shape, dtype=x_hat.dtype, device=x_hat.device)
+
             if arrangement == "standard":
-                shapes = dict(kv_ctx=(b * s, 2 * h * d), **(dict(k=(b, n, h * d), v=(b, n, h * d)) if cfg.latents_in_kv else {}))
+                shapes = dict(
+                    kv_ctx=(b * s, 2 * h * d), **(dict(k=(b, n, h * d), v=(b, n, h * d)) if cfg.latents_in_kv else {})
+                )
             else:
                 n_pad = cost.padded_keys(n)
                 shapes = dict(u=(b, h, l, e), kv=(b, n_pad, e), out=(b, h, l, d))
@@ -420,13 +440,14 @@ def mlp_in_blocks(latents: Tensor, feed_forward: nn.Module) -> Tensor:
     add = torch.Tensor.add if torch.is_grad_enabled() else torch.Tensor.add_
     out = latents
     for j in range(0, fc.shape[0], width):
-        out = add(out, F.linear(F.linear(x, fc[j:j + width]).relu_(), c_proj[:, j:j + width]))
+        out = add(out, F.linear(F.linear(x, fc[j : j + width]).relu_(), c_proj[:, j : j + width]))
     return out
 
 
 @torch.no_grad()
-def precision_errors(model: PerceiverResampler, context: Tensor,
-                     dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)) -> dict[str, float]:
+def precision_errors(
+    model: PerceiverResampler, context: Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+) -> dict[str, float]:
     """Largest |FastResampler in dtype - step model in float32| for each dtype, on model's device.
 
     float16 keeps 10 bits of mantissa (about 3 decimal digits), bfloat16 7 bits but float32's range;

@@ -95,7 +95,9 @@ def _sample_image(side: int) -> np.ndarray:
     top, left = (height - crop) // 2, (width - crop) // 2
     image = rearrange(image[top : top + crop, left : left + crop], "h w c -> 1 c h w")
     size = side * PATCH_SIZE
-    image = torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    image = torch.nn.functional.interpolate(
+        image, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return rearrange(image, "1 c h w -> h w c").clamp(0, 1).numpy()
 
 
@@ -122,10 +124,16 @@ def image_context(batch: int = 1, context_length: int = 257, embed_dim: int = 64
     side = grid_side(context_length)
     image = torch.from_numpy(sample_image(side))  # [g*14, g*14, 3]
     quarter = PATCH_SIZE // POOL
-    patches = reduce(image, "(gh qh ph) (gw qw pw) c -> (gh gw) (qh qw c)", "mean",
-                     qh=POOL, qw=POOL, ph=quarter, pw=quarter)  # [g*g, 12]
-    whole = reduce(image, "(qh ph) (qw pw) c -> 1 (qh qw c)", "mean", qh=POOL, qw=POOL)  # [1, 12]: the image as one patch
-    mean, std = patches.mean(dim=0), patches.std(dim=0, correction=0).clamp_min(1e-6)  # clamp: one patch, or a flat colour
+    patches = reduce(
+        image, "(gh qh ph) (gw qw pw) c -> (gh gw) (qh qw c)", "mean", qh=POOL, qw=POOL, ph=quarter, pw=quarter
+    )  # [g*g, 12]
+    whole = reduce(
+        image, "(qh ph) (qw pw) c -> 1 (qh qw c)", "mean", qh=POOL, qw=POOL
+    )  # [1, 12]: the image as one patch
+    mean, std = (
+        patches.mean(dim=0),
+        patches.std(dim=0, correction=0).clamp_min(1e-6),
+    )  # clamp: one patch, or a flat colour
     features = (torch.cat([whole, patches]) - mean) / std  # [1 + g*g, 12]: CLS first, standardised with the patches
     g = input_generator("image", seed)
     projection = torch.randn(features.shape[1], embed_dim, generator=g) / math.sqrt(features.shape[1])

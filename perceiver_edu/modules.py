@@ -12,7 +12,8 @@ media and frame embeddings. A forward pass then runs the same list of steps for 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -180,8 +181,14 @@ class PerceiverResampler(nn.Module):
         if record is None:
             return output
         attentions, scores, per_layer = (tuple(x) for x in zip(*record))
-        trace = Trace(attentions, scores, per_layer, context_length=flat.shape[1],
-                      latents_in_kv=self.config.latents_in_kv, n_media=n_media)
+        trace = Trace(
+            attentions,
+            scores,
+            per_layer,
+            context_length=flat.shape[1],
+            latents_in_kv=self.config.latents_in_kv,
+            n_media=n_media,
+        )
         return output, trace
 
     def embed_media(self, context: Tensor) -> Tensor:
@@ -210,7 +217,7 @@ class PerceiverResampler(nn.Module):
 
     # -- other implementations (perceiver_edu/interop/, registered when perceiver_edu is imported) ----
     @classmethod
-    def from_idefics(cls, hf_resampler: nn.Module) -> "PerceiverResampler":
+    def from_idefics(cls, hf_resampler: nn.Module) -> PerceiverResampler:
         """A copy of a transformers `IdeficsPerceiverResampler`, same weights, same outputs."""
         return converter("idefics").load(hf_resampler)
 
@@ -219,7 +226,7 @@ class PerceiverResampler(nn.Module):
         return converter("idefics").export(self)
 
     @classmethod
-    def from_idefics2(cls, hf_resampler: nn.Module) -> "PerceiverResampler":
+    def from_idefics2(cls, hf_resampler: nn.Module) -> PerceiverResampler:
         """A copy of a transformers `Idefics2PerceiverResampler`; call it as `model(context, attention_mask=mask)`."""
         return converter("idefics2").load(hf_resampler)
 
@@ -228,7 +235,7 @@ class PerceiverResampler(nn.Module):
         return converter("idefics2").export(self)
 
     @classmethod
-    def from_flamingo_pytorch(cls, resampler: nn.Module) -> "PerceiverResampler":
+    def from_flamingo_pytorch(cls, resampler: nn.Module) -> PerceiverResampler:
         """A copy of lucidrains' `flamingo_pytorch.PerceiverResampler`; takes x [b, m, s, e] as it does."""
         return converter("flamingo_pytorch").load(resampler)
 
@@ -237,7 +244,7 @@ class PerceiverResampler(nn.Module):
         return converter("flamingo_pytorch").export(self)
 
     @classmethod
-    def from_open_flamingo(cls, resampler: nn.Module) -> "PerceiverResampler":
+    def from_open_flamingo(cls, resampler: nn.Module) -> PerceiverResampler:
         """A copy of OpenFlamingo's `helpers.PerceiverResampler`; takes x [b, T, F, v, e] as it does."""
         return converter("open_flamingo").load(resampler)
 
@@ -253,8 +260,12 @@ class Converter:
     export  a PerceiverResampler -> a state dict under the other implementation's keys
     """
 
-    def __init__(self, name: str, load: Callable[[nn.Module], PerceiverResampler],
-                 export: Callable[[PerceiverResampler], dict[str, Tensor]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[nn.Module], PerceiverResampler],
+        export: Callable[[PerceiverResampler], dict[str, Tensor]],
+    ) -> None:
         self.name, self.load, self.export = name, load, export
 
 
@@ -306,7 +317,10 @@ def check_context(context: Any, config: ResamplerConfig, like: Tensor) -> None:
         )
     if context.shape[-1] != config.embed_dim:
         raise ValueError(f"context has embed_dim {context.shape[-1]} but the resampler expects {config.embed_dim}")
-    for axis, name, limit in ((1, "media (axis 1)", config.n_media_embeds), (2, "frames (axis 2)", config.n_frame_embeds)):
+    for axis, name, limit in (
+        (1, "media (axis 1)", config.n_media_embeds),
+        (2, "frames (axis 2)", config.n_frame_embeds),
+    ):
         # embeddings exist for `limit` media/frames; more would have none (0 = no embeddings, any number)
         if context.dim() >= 3 + axis and limit and context.shape[axis] > limit:
             raise ValueError(
@@ -349,9 +363,13 @@ def check_attention_mask(mask: Any, context: Tensor, config: ResamplerConfig) ->
             "build it with ResamplerConfig(accepts_mask=True), as Idefics2 is, to use one"
         )
     if not isinstance(mask, Tensor):
-        raise TypeError(f"attention_mask must be a torch.Tensor of 1s (real tokens) and 0s (padding); got {type(mask).__name__}")
+        raise TypeError(
+            f"attention_mask must be a torch.Tensor of 1s (real tokens) and 0s (padding); got {type(mask).__name__}"
+        )
     if context.dim() == 5:
-        raise ValueError("attention_mask works with a context [b, s, e] or [b, m, s, e], not with frames [b, m, f, v, e]")
+        raise ValueError(
+            "attention_mask works with a context [b, s, e] or [b, m, s, e], not with frames [b, m, f, v, e]"
+        )
     expected = tuple(context.shape[:-1])
     if tuple(mask.shape) != expected:
         raise ValueError(

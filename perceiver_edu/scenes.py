@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,17 @@ from torch import Tensor, nn
 
 from .config import ResamplerConfig
 from .modules import PerceiverResampler, scale_qk_
-from .toy import (N_CLASSES, SIDE, TrainResult, _progress_bar, adamw_with_cosine, deterministic_begin, deterministic_end,
-                  image_attention, load_digits_split)
+from .toy import (
+    N_CLASSES,
+    SIDE,
+    TrainResult,
+    _progress_bar,
+    adamw_with_cosine,
+    deterministic_begin,
+    deterministic_end,
+    image_attention,
+    load_digits_split,
+)
 from .trace import Trace, attention_entropy
 
 CANVAS = 32  # pixels per side of a training scene
@@ -62,7 +71,7 @@ class Scenes:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int | slice) -> "Scenes":
+    def __getitem__(self, index: int | slice) -> Scenes:
         """scenes[i:j] (or scenes[i], kept as a batch of one): a smaller batch of the same scenes."""
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
@@ -97,7 +106,9 @@ def _place(rng: np.random.Generator, k: int, canvas: int) -> list[tuple[int, int
                     return corners
 
 
-def _draw(rng: np.random.Generator, n: int, canvas: int, objects: tuple[int, int], pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _draw(
+    rng: np.random.Generator, n: int, canvas: int, objects: tuple[int, int], pool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """n scenes as arrays: images [n, H, W], labels [n, k_max] (-1 = padding), boxes [n, k_max, 4]."""
     digits, classes = pool
     images = np.zeros((n, canvas, canvas), dtype=np.float32)
@@ -117,15 +128,28 @@ def _check_scene_args(n: Any, canvas: Any, min_objects: Any, max_objects: Any) -
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"n must be a positive int (how many scenes); got {n!r}")
     if isinstance(canvas, bool) or not isinstance(canvas, int) or canvas < 2 * SIDE:
-        raise ValueError(f"canvas must be an int of at least {2 * SIDE} pixels (room for two 8 x 8 digits); got {canvas!r}")
+        raise ValueError(
+            f"canvas must be an int of at least {2 * SIDE} pixels (room for two 8 x 8 digits); got {canvas!r}"
+        )
     if not (isinstance(min_objects, int) and isinstance(max_objects, int) and 1 <= min_objects <= max_objects):
-        raise ValueError(f"min_objects and max_objects must be ints with 1 <= min_objects <= max_objects; got {min_objects!r}, {max_objects!r}")
+        raise ValueError(
+            f"min_objects and max_objects must be ints with 1 <= min_objects <= max_objects; got {min_objects!r}, {max_objects!r}"
+        )
     if max_objects * SIDE * SIDE * 3 > canvas * canvas:
-        raise ValueError(f"{max_objects} digits of 8 x 8 do not fit comfortably on a {canvas} x {canvas} canvas; use a bigger canvas")
+        raise ValueError(
+            f"{max_objects} digits of 8 x 8 do not fit comfortably on a {canvas} x {canvas} canvas; use a bigger canvas"
+        )
 
 
-def make_scenes(n: int, seed: int = 0, *, canvas: int = CANVAS, min_objects: int = MIN_OBJECTS,
-                max_objects: int = MAX_OBJECTS, split: str = "train") -> Scenes:
+def make_scenes(
+    n: int,
+    seed: int = 0,
+    *,
+    canvas: int = CANVAS,
+    min_objects: int = MIN_OBJECTS,
+    max_objects: int = MAX_OBJECTS,
+    split: str = "train",
+) -> Scenes:
     """n scenes of canvas x canvas pixels, each with min_objects..max_objects digits, drawn from `seed`.
 
     split="train" uses the training digits, split="test" the held-out ones (see `held_out_scenes`).
@@ -135,8 +159,11 @@ def make_scenes(n: int, seed: int = 0, *, canvas: int = CANVAS, min_objects: int
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     images, labels, boxes = _draw(rng, n, canvas, (min_objects, max_objects), _digit_pool(split))
     keep = [row >= 0 for row in labels]
-    return Scenes(torch.from_numpy(images), [torch.from_numpy(l[m]) for l, m in zip(labels, keep)],
-                  [torch.from_numpy(b[m]) for b, m in zip(boxes, keep)])
+    return Scenes(
+        torch.from_numpy(images),
+        [torch.from_numpy(l[m]) for l, m in zip(labels, keep)],
+        [torch.from_numpy(b[m]) for b, m in zip(boxes, keep)],
+    )
 
 
 def held_out_scenes(n: int = 500, seed: int = 0, **kwargs: Any) -> Scenes:
@@ -174,8 +201,10 @@ def backbone() -> nn.Sequential:
     near an object's centre describe the object, and a latent that attends there can name it.
     """
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(16, BACKBONE_CHANNELS, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, BACKBONE_CHANNELS, 3, padding=1),
+        nn.ReLU(),
     )
 
 
@@ -194,13 +223,21 @@ class SceneModel(nn.Module):
     and their number stay the same.
     """
 
-    def __init__(self, config: ResamplerConfig | None = None, patch_size: int = PATCH, n_bands: int = 6,
-                 max_freq: float = 8.0, qk_init_gain: float = 2.0) -> None:
+    def __init__(
+        self,
+        config: ResamplerConfig | None = None,
+        patch_size: int = PATCH,
+        n_bands: int = 6,
+        max_freq: float = 8.0,
+        qk_init_gain: float = 2.0,
+    ) -> None:
         super().__init__()
         if config is None:
             config = scenes_config()
         elif not isinstance(config, ResamplerConfig):
-            raise TypeError(f"config must be a ResamplerConfig (e.g. scenes.scenes_config()); got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a ResamplerConfig (e.g. scenes.scenes_config()); got {type(config).__name__}"
+            )
         self.config = config
         self.patch_size, self.n_bands, self.max_freq, self.qk_init_gain = patch_size, n_bands, max_freq, qk_init_gain
         if patch_size % 2:
@@ -219,8 +256,13 @@ class SceneModel(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """The constructor arguments, as saved next to the weights."""
-        return dict(config=self.config.to_dict(), patch_size=self.patch_size, n_bands=self.n_bands, max_freq=self.max_freq,
-                    qk_init_gain=self.qk_init_gain)
+        return dict(
+            config=self.config.to_dict(),
+            patch_size=self.patch_size,
+            n_bands=self.n_bands,
+            max_freq=self.max_freq,
+            qk_init_gain=self.qk_init_gain,
+        )
 
     def embed(self, images: Tensor) -> Tensor:
         """[b, H, W] -> context [b, s, e]: one token per p x p patch, row by row: its CNN features + its Fourier position."""
@@ -262,11 +304,15 @@ def check_canvas(images: Any, patch_size: int, like: Tensor) -> None:
         hint = " For a single scene add a batch axis: images[None]." if images.dim() == 2 else ""
         raise ValueError(f"images must have shape [b, H, W]; got {tuple(images.shape)}.{hint}")
     if images.shape[1] % patch_size or images.shape[2] % patch_size:
-        raise ValueError(f"images' height and width must be multiples of the patch size {patch_size}; got {tuple(images.shape[1:])}")
+        raise ValueError(
+            f"images' height and width must be multiples of the patch size {patch_size}; got {tuple(images.shape[1:])}"
+        )
     if not images.is_floating_point():
         raise TypeError(f"images must be floats in [0, 1]; got dtype {images.dtype}")
     if images.device != like.device:
-        raise ValueError(f"images are on {images.device} but the model is on {like.device}; use images.to('{like.device}')")
+        raise ValueError(
+            f"images are on {images.device} but the model is on {like.device}; use images.to('{like.device}')"
+        )
 
 
 # -- matching and the loss ----------------------------------------------------------------------
@@ -279,7 +325,9 @@ def match_cost(log_probs: Tensor, boxes: Tensor, labels: Tensor, true_boxes: Ten
     return -log_probs[:, labels] + BOX_WEIGHT * torch.cdist(boxes, true_boxes, p=1)
 
 
-def hungarian_match(prediction: SetPrediction, labels: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> list[tuple[Tensor, Tensor]]:
+def hungarian_match(
+    prediction: SetPrediction, labels: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]
+) -> list[tuple[Tensor, Tensor]]:
     """Per scene (latent indices [k], object indices [k]): the assignment of objects to latents of least cost."""
     log_probs = prediction.logits.detach().log_softmax(-1)  # [b, l, c]
     scale = torch.tensor([canvas[0], canvas[1], canvas[0], canvas[1]], dtype=torch.float32)
@@ -306,7 +354,9 @@ def set_loss(prediction: SetPrediction, labels: list[Tensor], boxes: list[Tensor
         true_boxes[i, rows] = boxes[i][cols].float() / scale
     weight = torch.ones(c)
     weight[NO_OBJECT] = NO_OBJECT_WEIGHT
-    classes = nn.functional.cross_entropy(rearrange(prediction.logits, "b l c -> (b l) c"), target.flatten(), weight=weight)
+    classes = nn.functional.cross_entropy(
+        rearrange(prediction.logits, "b l c -> (b l) c"), target.flatten(), weight=weight
+    )
     matched = target != NO_OBJECT  # [b, l]
     box_error = (prediction.boxes - true_boxes).abs().sum(-1)  # [b, l]
     return classes + BOX_WEIGHT * box_error[matched].mean()
@@ -376,9 +426,7 @@ def evaluate(model: SceneModel, scenes: Scenes, coverage_threshold: float = 0.5)
     matches = hungarian_match(prediction, scenes.labels, scenes.boxes, canvas)
     guesses = prediction.logits.argmax(-1)  # [N, l]
     right = sum(int((guesses[i, rows] == scenes.labels[i][cols]).sum()) for i, (rows, cols) in enumerate(matches))
-    exact = sum(
-        sorted(g[g != NO_OBJECT].tolist()) == sorted(y.tolist()) for g, y in zip(guesses, scenes.labels)
-    )
+    exact = sum(sorted(g[g != NO_OBJECT].tolist()) == sorted(y.tolist()) for g, y in zip(guesses, scenes.labels))
     best = torch.cat([share.max(0).values for share in object_attention(maps, scenes.boxes, canvas, model.patch_size)])
     n_objects = sum(len(y) for y in scenes.labels)
     return dict(
@@ -448,8 +496,11 @@ def train_scenes(
                 history["coverage"].append(figures["object_coverage"])
                 running, count = 0.0, 0
                 if bar is not None:
-                    bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{figures['object_accuracy']:.1f}%",
-                                    cover=f"{figures['object_coverage']:.1f}%")
+                    bar.set_postfix(
+                        loss=f"{history['loss'][-1]:.3f}",
+                        acc=f"{figures['object_accuracy']:.1f}%",
+                        cover=f"{figures['object_coverage']:.1f}%",
+                    )
             if bar is not None:
                 bar.update(1)
     finally:

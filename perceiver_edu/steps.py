@@ -129,6 +129,7 @@ def mlp(x: Tensor, fc_weight: Tensor, c_proj_weight: Tensor) -> Tensor:
 
 # -- the relatives' steps -------------------------------------------------------------------------
 
+
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
     """[..., f] -> [..., f]: divide by the root mean square over the last axis, then a learned scale (Idefics2).
 
@@ -226,6 +227,7 @@ def unfold_media(latents: Tensor, n_media: int) -> Tensor:
 
 
 # -- what replaced the resampler --------------------------------------------------------------------
+
 
 def pixel_shuffle(x: Tensor, factor: int) -> Tensor:
     """[b, s, e] -> [b, s / r^2, (r r e)]: each r x r square of neighbouring patches becomes one wider token.

@@ -54,7 +54,9 @@ class DigitsSplit:
     test_labels: Tensor
 
     def __repr__(self) -> str:
-        return f"DigitsSplit(train: {len(self.train_labels)} images, test: {len(self.test_labels)} images, 8 x 8 pixels)"
+        return (
+            f"DigitsSplit(train: {len(self.train_labels)} images, test: {len(self.test_labels)} images, 8 x 8 pixels)"
+        )
 
 
 def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
@@ -64,7 +66,9 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
     version: the split is the same on every machine.
     """
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be a number between 0 and 1 (e.g. 0.2 holds out 20%); got {test_fraction!r}")
+        raise ValueError(
+            f"test_fraction must be a number between 0 and 1 (e.g. 0.2 holds out 20%); got {test_fraction!r}"
+        )
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -118,7 +122,9 @@ class DigitClassifier(nn.Module):
         if config is None:
             config = default_config()
         elif not isinstance(config, ResamplerConfig):
-            raise TypeError(f"config must be a ResamplerConfig (e.g. toy.default_config()); got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a ResamplerConfig (e.g. toy.default_config()); got {type(config).__name__}"
+            )
         self.config = config
         self.side = side
         self.embed = PixelEmbedding(config.embed_dim, side)
@@ -152,7 +158,9 @@ def check_images(images: Any, side: int, like: Tensor) -> None:
     if not images.is_floating_point():
         raise TypeError(f"images must be floats in [0, 1]; got dtype {images.dtype}. Divide by 16: images / 16")
     if images.device != like.device:
-        raise ValueError(f"images are on {images.device} but the model is on {like.device}; use images.to('{like.device}')")
+        raise ValueError(
+            f"images are on {images.device} but the model is on {like.device}; use images.to('{like.device}')"
+        )
 
 
 # -- training -----------------------------------------------------------------------------------

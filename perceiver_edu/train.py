@@ -31,8 +31,9 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
         config = default_config(**recipe["config"])
         result = train_digits(config, steps=steps, seed=recipe["seed"], progress=progress)
         cpu_seconds = time.process_time() - cpu_start
-        info: dict[str, Any] = dict(task="digits", config=config.to_dict(), model={},
-                                    held_out=dict(accuracy=result.accuracy))
+        info: dict[str, Any] = dict(
+            task="digits", config=config.to_dict(), model={}, held_out=dict(accuracy=result.accuracy)
+        )
     else:
         config = scenes_config(**recipe["config"])
         result = train_scenes(config, steps=steps, seed=recipe["seed"], progress=progress)
@@ -41,11 +42,22 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
         figures = evaluate(result.model, scenes)
         figures["initial_context_entropy"] = evaluate(result.initial_model(), scenes)["context_entropy"]
         spec = result.model.spec()
-        info = dict(task="scenes", config=spec.pop("config"), model=spec,
-                    held_out=dict(figures, scenes=f"held_out_scenes(n={HELD_OUT['n']}, seed={HELD_OUT['seed']})"))
-    info.update(name=name, seed=recipe["seed"], steps=steps, seconds=round(result.seconds, 1),
-                cpu_seconds=round(cpu_seconds, 1), threads=1,
-                history=result.history, command=f"python -m perceiver_edu.train {name}" + ("" if steps == recipe["steps"] else f" --steps {steps}"))
+        info = dict(
+            task="scenes",
+            config=spec.pop("config"),
+            model=spec,
+            held_out=dict(figures, scenes=f"held_out_scenes(n={HELD_OUT['n']}, seed={HELD_OUT['seed']})"),
+        )
+    info.update(
+        name=name,
+        seed=recipe["seed"],
+        steps=steps,
+        seconds=round(result.seconds, 1),
+        cpu_seconds=round(cpu_seconds, 1),
+        threads=1,
+        history=result.history,
+        command=f"python -m perceiver_edu.train {name}" + ("" if steps == recipe["steps"] else f" --steps {steps}"),
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
@@ -58,14 +70,20 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m perceiver_edu.train", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=[*PRETRAINED, "all"], help="which model to remake")
-    parser.add_argument("--out", default=str(WEIGHTS), help="folder to write NAME.safetensors and NAME.json (default: the package's)")
-    parser.add_argument("--steps", type=int, default=None, help="train for this many steps instead of the recipe's (a quick try)")
+    parser.add_argument(
+        "--out", default=str(WEIGHTS), help="folder to write NAME.safetensors and NAME.json (default: the package's)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="train for this many steps instead of the recipe's (a quick try)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     for name in PRETRAINED if args.name == "all" else [args.name]:
         info = train(name, args.out, args.steps, progress=not args.quiet)
         figures = ", ".join(f"{k} {v:.1f}" for k, v in info["held_out"].items() if isinstance(v, float))
-        print(f"{name}: {info['steps']} steps in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU); held out: {figures}")
+        print(
+            f"{name}: {info['steps']} steps in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU); held out: {figures}"
+        )
 
 
 if __name__ == "__main__":

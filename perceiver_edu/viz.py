@@ -29,6 +29,7 @@ DIVIDER = dict(color="white", linewidth=1.5, linestyle="--")
 
 # -- checking inputs ------------------------------------------------------------------------------
 
+
 def _to_numpy(x: Any, name: str, ndim: int, shape_letters: str) -> np.ndarray:
     """A torch tensor or array -> float numpy array of `ndim` dims, or a message naming the argument."""
     if hasattr(x, "detach"):  # a torch.Tensor, possibly on a GPU or needing grad
@@ -36,7 +37,9 @@ def _to_numpy(x: Any, name: str, ndim: int, shape_letters: str) -> np.ndarray:
     elif isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=float)
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape [{shape_letters}]; got {type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy array of shape [{shape_letters}]; got {type(x).__name__}"
+        )
     if x.ndim != ndim:
         hint = ""
         if x.ndim == ndim + 1:
@@ -69,9 +72,7 @@ def _check_index(value: Any, size: int, name: str, what: str) -> int:
 
 def _check_trace(trace: Any, name: str = "trace") -> None:
     if not all(hasattr(trace, a) for a in ("attentions", "scores", "context_length", "context_share", "entropy")):
-        raise TypeError(
-            f"{name} must be the Trace from model(context, return_trace=True); got {type(trace).__name__}"
-        )
+        raise TypeError(f"{name} must be the Trace from model(context, return_trace=True); got {type(trace).__name__}")
 
 
 def _new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
@@ -85,6 +86,7 @@ def _new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
 
 
 # -- drawing helpers ------------------------------------------------------------------------------
+
 
 def _panel_grid(fig: Figure | None, k: int, max_cols: int, panel: tuple[float, float], margin: tuple[float, float]):
     """A figure sized for k small panels, at most max_cols per row: (fig, axes [rows, cols])."""
@@ -101,8 +103,10 @@ def _draw_map(ax, attn: np.ndarray, context_length: int, vmax: float, xlabel: bo
     if context_length < n_keys:
         ax.axvline(context_length - 0.5, **DIVIDER)
     if xlabel:
-        ax.set_xlabel(f"key n (context 0..{context_length - 1}" + (f" | latents {context_length}..{n_keys - 1})"
-                                                                   if context_length < n_keys else ")"))
+        ax.set_xlabel(
+            f"key n (context 0..{context_length - 1}"
+            + (f" | latents {context_length}..{n_keys - 1})" if context_length < n_keys else ")")
+        )
     if ylabel:
         ax.set_ylabel("latent l (query)")
     return image
@@ -126,8 +130,18 @@ def _map_grid(fig: Figure, rows: int, cols: int, zoomed: bool):
     return fig.add_gridspec(rows, 2 * cols, width_ratios=[5, 1.1] * cols)
 
 
-def _map_panel(fig: Figure, grid, row: int, col: int, attn: np.ndarray, context_length: int, vmax: float, *,
-               xlabel: bool = True, ylabel: bool = True):
+def _map_panel(
+    fig: Figure,
+    grid,
+    row: int,
+    col: int,
+    attn: np.ndarray,
+    context_length: int,
+    vmax: float,
+    *,
+    xlabel: bool = True,
+    ylabel: bool = True,
+):
     """Map number (row, col) of a `_map_grid`, and right of it the latents' own keys zoomed when they are keys.
 
     Returns (map axes, zoom axes or None, image). Both share the colour scale [0, vmax] and the rows.
@@ -175,7 +189,9 @@ def _check_limits(limits: Any) -> tuple[float, float] | None:
     try:
         lo, hi = (float(v) for v in limits)
     except (TypeError, ValueError):
-        raise TypeError(f"limits must be a pair (low, high) of numbers, e.g. viz.value_range(...); got {limits!r}") from None
+        raise TypeError(
+            f"limits must be a pair (low, high) of numbers, e.g. viz.value_range(...); got {limits!r}"
+        ) from None
     if not lo < hi:
         raise ValueError(f"limits must have low < high; got ({lo}, {hi})")
     return lo, hi
@@ -183,7 +199,10 @@ def _check_limits(limits: Any) -> tuple[float, float] | None:
 
 # -- attention maps -------------------------------------------------------------------------------
 
-def plot_attention_map(attn: Any, context_length: int, *, title: str | None = None, fig: Figure | None = None) -> Figure:
+
+def plot_attention_map(
+    attn: Any, context_length: int, *, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """One head's attention [l, n]: each row is a latent, each column a key (context, then latents).
 
     When the latents are among the keys, a second panel right of the map shows their l columns
@@ -270,8 +289,19 @@ def plot_layers(trace: Any, *, example: int = 0, head: int = 0, fig: Figure | No
 
 # -- summaries per head and layer -----------------------------------------------------------------
 
-def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: str, what: str, norm, cmap: str,
-                    baseline_name: str, limits: tuple[float, float] | None) -> Figure:
+
+def _per_head_layer(
+    fig: Figure,
+    values: np.ndarray,
+    baseline: float,
+    *,
+    title: str,
+    what: str,
+    norm,
+    cmap: str,
+    baseline_name: str,
+    limits: tuple[float, float] | None,
+) -> Figure:
     """Left: the mean over latents as a [layer x head] heatmap. Right: every latent's value, with the baseline.
 
     values [depth, h, l] for one example. The colour scale spans `limits` (the data's own range
@@ -284,15 +314,24 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
     image = left.imshow(mean, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
     if depth * h <= 64:  # numbers are readable only on small grids
         for (i, j), v in np.ndenumerate(mean):
-            left.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black",
-                      bbox=dict(facecolor="white", alpha=0.6, linewidth=0, pad=1))
+            left.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black",
+                bbox=dict(facecolor="white", alpha=0.6, linewidth=0, pad=1),
+            )
     left.set_xticks(range(h))
     left.set_yticks(range(depth))
     left.set_xlabel("head h")
     left.set_ylabel("layer")
     left.set_title(f"mean over the {l} latents")
-    bar = fig.colorbar(image, ax=left, label=f"{what}, colour {norm.vmin:.2f} .. {norm.vmax:.2f}", location="bottom",
-                       shrink=0.9)
+    bar = fig.colorbar(
+        image, ax=left, label=f"{what}, colour {norm.vmin:.2f} .. {norm.vmax:.2f}", location="bottom", shrink=0.9
+    )
     if norm.vmin <= baseline <= norm.vmax:
         bar.ax.axvline(baseline, color="black", linestyle="--", linewidth=1)  # where the baseline sits on the scale
 
@@ -301,8 +340,16 @@ def _per_head_layer(fig: Figure, values: np.ndarray, baseline: float, *, title: 
     rng = np.random.default_rng(0)  # a fixed jitter so dots of one column do not hide each other
     for k in range(depth * h):
         i, j = divmod(k, h)
-        right.scatter(k + rng.uniform(-0.2, 0.2, l), values[i, j], s=14, c=values[i, j], cmap=cmap, norm=norm,
-                      edgecolors="grey", linewidths=0.4)  # an edge keeps pale dots visible on white
+        right.scatter(
+            k + rng.uniform(-0.2, 0.2, l),
+            values[i, j],
+            s=14,
+            c=values[i, j],
+            cmap=cmap,
+            norm=norm,
+            edgecolors="grey",
+            linewidths=0.4,
+        )  # an edge keeps pale dots visible on white
     right.axhline(baseline, color="black", linestyle="--", linewidth=1, label=baseline_name)
     if limits is not None:  # figures meant to be compared: the same y range, which always shows the baseline
         lo, hi = min(limits[0], baseline), max(limits[1], baseline)
@@ -329,8 +376,9 @@ def _span(values: np.ndarray, limits: tuple[float, float] | None) -> tuple[float
     return (lo, hi) if hi > lo else (lo - 1e-3, hi + 1e-3)
 
 
-def plot_context_share(trace: Any, *, example: int = 0, limits: Any = None, title: str | None = None,
-                       fig: Figure | None = None) -> Figure:
+def plot_context_share(
+    trace: Any, *, example: int = 0, limits: Any = None, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """Share of each latent's attention that goes to the context, per head and layer, vs the uniform s / n.
 
     Above the baseline (red) a latent prefers the context; below it (blue) it prefers the latents,
@@ -348,17 +396,28 @@ def plot_context_share(trace: Any, *, example: int = 0, limits: Any = None, titl
     lo, hi = _span(values, limits)
     # red above the uniform share, blue below; the centre needs a little room on both sides
     norm = TwoSlopeNorm(vcenter=uniform, vmin=min(lo, uniform - 1e-3), vmax=max(hi, uniform + 1e-3))
-    heading = (f"Share of attention on the context (s = {s}) vs on the latents (l = {n - s}); "
-               f"uniform would give s / n = {uniform:.3f}")
+    heading = (
+        f"Share of attention on the context (s = {s}) vs on the latents (l = {n - s}); "
+        f"uniform would give s / n = {uniform:.3f}"
+    )
     if not trace.latents_in_kv:
         heading = f"Latents not in the keys/values: all attention goes to the context (share = 1, s = {s})"
-    return _per_head_layer(fig, values, uniform, title=f"{title}\n{heading}" if title else heading,
-                           what="context share", norm=norm, cmap="coolwarm",
-                           baseline_name=f"uniform s / n = {uniform:.3f}", limits=limits)
+    return _per_head_layer(
+        fig,
+        values,
+        uniform,
+        title=f"{title}\n{heading}" if title else heading,
+        what="context share",
+        norm=norm,
+        cmap="coolwarm",
+        baseline_name=f"uniform s / n = {uniform:.3f}",
+        limits=limits,
+    )
 
 
-def plot_entropy(trace: Any, *, example: int = 0, limits: Any = None, title: str | None = None,
-                 fig: Figure | None = None) -> Figure:
+def plot_entropy(
+    trace: Any, *, example: int = 0, limits: Any = None, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """Attention entropy in nats per head and layer: 0 = one key, log(n) = all keys equally (the dashed line).
 
     The colour runs over the values' own range (or `limits`), not 0..log(n): on a 0..log(n) scale
@@ -373,9 +432,15 @@ def plot_entropy(trace: Any, *, example: int = 0, limits: Any = None, title: str
     fig = _new_figure(fig, (10, 4.4))
     heading = f"Attention entropy (nats) over n = {trace.n_keys} keys; uniform = log(n) = {top:.2f}"
     return _per_head_layer(
-        fig, values, top, title=f"{title}\n{heading}" if title else heading,
-        what="entropy (nats)", norm=Normalize(*_span(values, limits)), cmap="magma_r",
-        baseline_name=f"max log(n) = {top:.2f}", limits=limits,
+        fig,
+        values,
+        top,
+        title=f"{title}\n{heading}" if title else heading,
+        what="entropy (nats)",
+        norm=Normalize(*_span(values, limits)),
+        cmap="magma_r",
+        baseline_name=f"max log(n) = {top:.2f}",
+        limits=limits,
     )
 
 
@@ -412,8 +477,15 @@ def plot_qk_norm_comparison(trace_off: Any, trace_on: Any, *, example: int = 0, 
             image = ax.imshow(values, cmap=cmap, aspect="auto", interpolation="nearest", **limits)
             if values.size <= 64:
                 for (i, j), v in np.ndenumerate(values):
-                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
-                            bbox=dict(facecolor="white", alpha=0.6, linewidth=0, pad=1))
+                    ax.text(
+                        j,
+                        i,
+                        fmt.format(v),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        bbox=dict(facecolor="white", alpha=0.6, linewidth=0, pad=1),
+                    )
             ax.set_title(f"{name}: {'entropy' if r == 0 else 'score range'}", fontsize=10)
             ax.set_xticks(range(values.shape[1]))
             ax.set_yticks(range(values.shape[0]))
@@ -428,8 +500,16 @@ def plot_qk_norm_comparison(trace_off: Any, trace_on: Any, *, example: int = 0, 
 
 # -- the context as an image ----------------------------------------------------------------------
 
-def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length: int, title: str | None = None,
-                            vmax: float | None = None, fig: Figure | None = None) -> Figure:
+
+def plot_attention_on_image(
+    attn_row: Any,
+    image: Any = None,
+    *,
+    context_length: int,
+    title: str | None = None,
+    vmax: float | None = None,
+    fig: Figure | None = None,
+) -> Figure:
     """One latent's attention [n] over a g x g patch grid (+ CLS), drawn over the photo the patches came from.
 
     Keys 1..g*g are the patches row by row, key 0 the CLS token, keys s..n-1 the latents (when they
@@ -460,13 +540,17 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     # over a photo, the more attention a patch gets the more opaque its colour: ignored patches
     # stay visible, so a learner can see what the attended ones show
     alpha = 0.1 + 0.75 * np.clip(patches / vmax, 0.0, 1.0) if image is not None else None
-    overlay = top.imshow(patches, extent=extent, cmap="inferno", vmin=0.0, vmax=vmax, alpha=alpha,
-                         interpolation="nearest")
+    overlay = top.imshow(
+        patches, extent=extent, cmap="inferno", vmin=0.0, vmax=vmax, alpha=alpha, interpolation="nearest"
+    )
     top.set_xlabel(f"patch column (0..{side - 1})")
     top.set_ylabel(f"patch row (0..{side - 1})")
     top.set_title(title or f"Attention over a {side} x {side} patch grid + CLS (s = {context_length})")
-    fig.colorbar(overlay, ax=top, label="attention weight on each patch\n" + ("(shared scale)" if shared else
-                                                                              "(this figure's own scale)"))
+    fig.colorbar(
+        overlay,
+        ax=top,
+        label="attention weight on each patch\n" + ("(shared scale)" if shared else "(this figure's own scale)"),
+    )
 
     labels = ["CLS"] + [f"l{i}" for i in range(n_latent_keys)]
     colors = ["tab:orange"] + ["tab:blue"] * n_latent_keys
@@ -477,14 +561,16 @@ def plot_attention_on_image(attn_row: Any, image: Any = None, *, context_length:
     bottom.set_xlabel("key: CLS (context) | latents")
     bottom.set_ylabel("weight")
     patch_sum, latent_sum = patches.sum(), row[context_length:].sum()
-    bottom.set_title(f"patches {patch_sum:.2f}, CLS {row[0]:.3f}, latents {latent_sum:.2f} of this row's attention",
-                     fontsize=9)
+    bottom.set_title(
+        f"patches {patch_sum:.2f}, CLS {row[0]:.3f}, latents {latent_sum:.2f} of this row's attention", fontsize=9
+    )
     return fig
 
 
 # -- chapter 4: digits ----------------------------------------------------------------------------
 # Figures for the resampler trained on scikit-learn's 8 x 8 digits (perceiver_edu/toy.py): the
 # context is one token per pixel, so an attention row over the context is itself an 8 x 8 image.
+
 
 def _digit_side(n_pixels: int, name: str) -> int:
     side = math.isqrt(n_pixels)
@@ -493,8 +579,9 @@ def _digit_side(n_pixels: int, name: str) -> int:
     return side
 
 
-def plot_digits(images: Any, labels: Any = None, predictions: Any = None, *, title: str | None = None,
-                fig: Figure | None = None) -> Figure:
+def plot_digits(
+    images: Any, labels: Any = None, predictions: Any = None, *, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """A row (or grid) of digits [k, 8, 8], each titled with its label, and the prediction in red when it is wrong."""
     images = _to_numpy(images, "images", 3, "k, 8, 8")
     k = images.shape[0]
@@ -515,7 +602,9 @@ def plot_digits(images: Any, labels: Any = None, predictions: Any = None, *, tit
         text, color = (f"{labels[i]}" if labels is not None else f"#{i}"), "black"
         if predictions is not None:
             wrong = labels is not None and predictions[i] != labels[i]
-            text, color = (f"{labels[i]} read as {predictions[i]}", "red") if wrong else (f"{text} -> {predictions[i]}", "black")
+            text, color = (
+                (f"{labels[i]} read as {predictions[i]}", "red") if wrong else (f"{text} -> {predictions[i]}", "black")
+            )
         ax.set_title(text, fontsize=9, color=color)
     for ax in axes[:, 0]:
         ax.set_ylabel("y (0..7)", fontsize=8)
@@ -526,8 +615,9 @@ def plot_digits(images: Any, labels: Any = None, predictions: Any = None, *, tit
     return fig
 
 
-def plot_training_curves(history: Any, *, target: float | None = None, title: str | None = None,
-                         fig: Figure | None = None) -> Figure:
+def plot_training_curves(
+    history: Any, *, target: float | None = None, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """Training loss (left, log scale) and held-out accuracy (right) against the step.
 
     `history` is TrainResult.history (keys step, loss, test_accuracy), or a dict of them by name to
@@ -539,8 +629,9 @@ def plot_training_curves(history: Any, *, target: float | None = None, title: st
         missing = [key for key in ("step", "loss", "test_accuracy") if not isinstance(run, dict) or key not in run]
         if missing:
             where = "history" if name is None else f"history[{name!r}]"
-            raise ValueError(f"{where} must be TrainResult.history, a dict with step, loss and test_accuracy; "
-                             f"missing {missing}")
+            raise ValueError(
+                f"{where} must be TrainResult.history, a dict with step, loss and test_accuracy; missing {missing}"
+            )
         if not run["step"]:
             raise ValueError("history is empty: train for at least one evaluation (eval_every steps) first")
     fig = _new_figure(fig, (10, 3.6))
@@ -548,8 +639,13 @@ def plot_training_curves(history: Any, *, target: float | None = None, title: st
     for name, run in runs.items():
         label = name or "training run"
         loss_ax.plot(run["step"], run["loss"], marker="o", markersize=3, label=label)
-        acc_ax.plot(run["step"], run["test_accuracy"], marker="o", markersize=3,
-                    label=f"{label}: {run['test_accuracy'][-1]:.1f}% at the end")
+        acc_ax.plot(
+            run["step"],
+            run["test_accuracy"],
+            marker="o",
+            markersize=3,
+            label=f"{label}: {run['test_accuracy'][-1]:.1f}% at the end",
+        )
     if target is not None:
         acc_ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}%")
     loss_ax.set_yscale("log")
@@ -567,8 +663,15 @@ def plot_training_curves(history: Any, *, target: float | None = None, title: st
     return fig
 
 
-def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = None, title: str | None = None,
-                          vmax: float | None = None, fig: Figure | None = None) -> Figure:
+def plot_latents_on_digit(
+    attn: Any,
+    image: Any = None,
+    *,
+    layer: int | None = None,
+    title: str | None = None,
+    vmax: float | None = None,
+    fig: Figure | None = None,
+) -> Figure:
     """Where each latent looks on the digit: attn [l, s] or [h, l, s] over its s = 64 pixels, one panel per latent.
 
     With [h, l, s] each head gets a row. Pass the context part of an attention row (keys 0..s-1,
@@ -584,7 +687,9 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
     if image is not None:
         image = _to_numpy(image, "image", 2, "8, 8")
         if image.shape != (side, side):
-            raise ValueError(f"image must be [{side}, {side}] like the attention's {s} pixels; got {tuple(image.shape)}")
+            raise ValueError(
+                f"image must be [{side}, {side}] like the attention's {s} pixels; got {tuple(image.shape)}"
+            )
     maps = maps.reshape(h, l, side, side)  # pixel j is at row j // 8, column j % 8, as PixelEmbedding orders them
     cols = l
     fig = _new_figure(fig, (1.35 * cols + 1.4, 1.45 * h + 0.9))
@@ -607,14 +712,20 @@ def plot_latents_on_digit(attn: Any, image: Any = None, *, layer: int | None = N
             if i == h - 1:
                 ax.set_xlabel("x (0..7)", fontsize=8)
     where = "" if layer is None else f"layer {layer}: "
-    fig.suptitle(title or f"{where}where each latent looks on the digit" + (" (cyan: the digit's strokes)" if image is not None else ""))
-    fig.colorbar(shown, ax=axes, label="attention weight\non each pixel" + (" (shared scale)" if shared else ""),
-                 shrink=0.9)
+    fig.suptitle(
+        title
+        or f"{where}where each latent looks on the digit"
+        + (" (cyan: the digit's strokes)" if image is not None else "")
+    )
+    fig.colorbar(
+        shown, ax=axes, label="attention weight\non each pixel" + (" (shared scale)" if shared else ""), shrink=0.9
+    )
     return fig
 
 
-def plot_entropy_change(before: Any, after: Any, *, max_entropy: float, title: str | None = None,
-                        fig: Figure | None = None) -> Figure:
+def plot_entropy_change(
+    before: Any, after: Any, *, max_entropy: float, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """Mean attention entropy per (layer, head), before [depth, h] and after [depth, h] training, as paired bars.
 
     Lower is sharper: 0 = one pixel, `max_entropy` (the dashed line, log of the number of keys) = all alike.
@@ -647,6 +758,7 @@ def plot_entropy_change(before: Any, after: Any, *, max_entropy: float, title: s
 # grid of patches, one context token per patch, row by row; each object has a box (y0, x0, y1, x1)
 # in pixels, end-exclusive. An attention row over the s = gh * gw patches is itself a small image.
 
+
 def _canvas(image: Any, name: str = "image") -> np.ndarray:
     """[H, W] grey or [H, W, 3] colour -> float array, or a message naming the argument."""
     ndim = image.ndim if hasattr(image, "ndim") else np.ndim(image)
@@ -660,8 +772,10 @@ def _scene_grid(s: int, canvas: tuple[int, int], grid: Any, name: str) -> tuple[
         side = math.isqrt(s * height // width) if width else 0
         grid = (side, s // side) if side and side * (s // side) == s else None
         if grid is None or grid[0] * width != grid[1] * height:
-            raise ValueError(f"{name} has {s} weights per row, which do not tile the {height} x {width} canvas as a "
-                             f"grid of square patches; pass grid=(rows, columns)")
+            raise ValueError(
+                f"{name} has {s} weights per row, which do not tile the {height} x {width} canvas as a "
+                f"grid of square patches; pass grid=(rows, columns)"
+            )
     gh, gw = (int(v) for v in grid)
     if gh * gw != s:
         raise ValueError(f"grid={tuple(grid)} has {gh * gw} patches but {name} has {s} weights per row")
@@ -702,18 +816,28 @@ def _draw_boxes(ax, boxes: np.ndarray, labels: np.ndarray | None, color: str = "
 
     for i, (y0, x0, y1, x1) in enumerate(boxes):
         # pixel edges sit at half-integers in imshow's coordinates
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1,
-                               linestyle="--"))
+        ax.add_patch(
+            Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1, linestyle="--")
+        )
         if labels is not None:
             # above the box when there is room, else just inside it: a label never spills over the panel's edge
             above = y0 >= 3
-            ax.text(x0 - 0.5, y0 - 0.8 if above else y0 - 0.3, str(int(labels[i])), color=color, fontsize=7,
-                    va="bottom" if above else "top", ha="left", clip_on=True,
-                    bbox=dict(facecolor="black", alpha=0.5, linewidth=0, pad=0.5))
+            ax.text(
+                x0 - 0.5,
+                y0 - 0.8 if above else y0 - 0.3,
+                str(int(labels[i])),
+                color=color,
+                fontsize=7,
+                va="bottom" if above else "top",
+                ha="left",
+                clip_on=True,
+                bbox=dict(facecolor="black", alpha=0.5, linewidth=0, pad=0.5),
+            )
 
 
-def plot_scenes(images: Any, boxes: Any = None, labels: Any = None, *, title: str | None = None,
-                fig: Figure | None = None) -> Figure:
+def plot_scenes(
+    images: Any, boxes: Any = None, labels: Any = None, *, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """A row (or grid) of scenes [k, H, W], each with its objects' boxes and classes when given.
 
     `boxes` and `labels` are lists with one entry per scene: [m, 4] boxes (y0, x0, y1, x1) and [m] classes.
@@ -732,8 +856,9 @@ def plot_scenes(images: Any, boxes: Any = None, labels: Any = None, *, title: st
         shown = ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         if boxes is not None:
             box = _boxes(boxes[i], f"boxes[{i}]")
-            _draw_boxes(ax, box, None if labels is None else _to_numpy(labels[i], f"labels[{i}]", 1, "m"),
-                        color="yellow")
+            _draw_boxes(
+                ax, box, None if labels is None else _to_numpy(labels[i], f"labels[{i}]", 1, "m"), color="yellow"
+            )
         ax.set_title(f"scene {i}" + ("" if labels is None else f": {len(labels[i])} objects"), fontsize=9)
         ax.set_xlabel("x (pixels)", fontsize=8)
         ax.set_ylabel("y (pixels)", fontsize=8)
@@ -742,9 +867,19 @@ def plot_scenes(images: Any, boxes: Any = None, labels: Any = None, *, title: st
     return fig
 
 
-def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: Any = None, grid: Any = None,
-                          row_labels: Any = None, latents: Any = None, vmax: float | None = None,
-                          title: str | None = None, fig: Figure | None = None) -> Figure:
+def plot_latents_on_scene(
+    attn: Any,
+    image: Any,
+    *,
+    boxes: Any = None,
+    labels: Any = None,
+    grid: Any = None,
+    row_labels: Any = None,
+    latents: Any = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
     """Where each latent looks on a scene: attn [l, s] or [r, l, s] over its s patches, one panel per latent.
 
     With [r, l, s] each row of panels is one map of the latents: a head, a layer, a trained variant
@@ -787,7 +922,9 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
         return [values] * r
 
     boxes_per_row = [None if b is None else _boxes(b, "boxes") for b in per_scene(boxes, "boxes")]
-    names_per_row = [None if y is None else _to_numpy(y, "labels", 1, "k").astype(int) for y in per_scene(labels, "labels")]
+    names_per_row = [
+        None if y is None else _to_numpy(y, "labels", 1, "k").astype(int) for y in per_scene(labels, "labels")
+    ]
     for b, y in zip(boxes_per_row, names_per_row):
         if b is not None and y is not None and len(y) != len(b):
             raise ValueError(f"labels must give one class per box ({len(b)}); got {len(y)}")
@@ -820,13 +957,18 @@ def plot_latents_on_scene(attn: Any, image: Any, *, boxes: Any = None, labels: A
             elif i == r - 1:
                 ax.set_xlabel("x", fontsize=8)
     fig.suptitle(title or "Where each latent looks on the scene (cyan: the strokes; dashed: the objects' boxes)")
-    fig.colorbar(shown, ax=axes, label="share of the latent's\nattention on the patch" + (" (shared scale)" if shared else ""),
-                 shrink=0.9)
+    fig.colorbar(
+        shown,
+        ax=axes,
+        label="share of the latent's\nattention on the patch" + (" (shared scale)" if shared else ""),
+        shrink=0.9,
+    )
     return fig
 
 
-def plot_coverage(best_shares: Any, *, threshold: float = 0.5, title: str | None = None,
-                  fig: Figure | None = None) -> Figure:
+def plot_coverage(
+    best_shares: Any, *, threshold: float = 0.5, title: str | None = None, fig: Figure | None = None
+) -> Figure:
     """How well the latents cover the objects: for each object, the largest share of one latent's attention inside its box.
 
     `best_shares` is a dict {run name: [k] values in 0..1, one per object}, e.g. at initialisation and
@@ -843,9 +985,16 @@ def plot_coverage(best_shares: Any, *, threshold: float = 0.5, title: str | None
     for name, values in runs.items():
         covered = float((values >= threshold).mean())
         # outlines, not filled bars: several runs stay readable where they overlap
-        ax.hist(values, bins=bins, histtype="step", linewidth=2,
-                label=f"{name}: {covered:.0%} of {len(values)} objects covered")
-    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} on the object")
+        ax.hist(
+            values,
+            bins=bins,
+            histtype="step",
+            linewidth=2,
+            label=f"{name}: {covered:.0%} of {len(values)} objects covered",
+        )
+    ax.axvline(
+        threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} on the object"
+    )
     ax.set_xlabel("the best latent's share of attention on the object's patches")
     ax.set_ylabel("objects")
     ax.set_xlim(0, 1)

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -38,10 +38,17 @@ import links  # noqa: E402
 pytestmark = [pytest.mark.slow]
 
 # The text forms a widget output falls back to, which the book must never show
-RAW_WIDGET = [re.compile(p) for p in (
-    r"\b(H|V|Grid)?Box\(children=", r"\b(Tab|Accordion|Stack)\(children=",
-    r"\b\w*(Slider|Progress|Dropdown|Checkbox|Text|Button|Output|Image)\((value|layout|outputs)=",
-    r"\bExplorer\(depth", r"\d+%\|", r"\|\s*\d+/\d+ \[")]  # the last two: tqdm's "0%|    | 0/1000 [00:00<?"
+RAW_WIDGET = [
+    re.compile(p)
+    for p in (
+        r"\b(H|V|Grid)?Box\(children=",
+        r"\b(Tab|Accordion|Stack)\(children=",
+        r"\b\w*(Slider|Progress|Dropdown|Checkbox|Text|Button|Output|Image)\((value|layout|outputs)=",
+        r"\bExplorer\(depth",
+        r"\d+%\|",
+        r"\|\s*\d+/\d+ \[",
+    )
+]  # the last two: tqdm's "0%|    | 0/1000 [00:00<?"
 
 
 def chapter_names() -> list[str]:
@@ -58,12 +65,12 @@ def book_command() -> str:
 def book() -> Path:
     """Build the book with the README's command (once per module); its HTML folder."""
     for module in ("sphinx", "myst_nb", "sphinx_book_theme", "jupyter_server_mathjax"):
-        need(importlib.util.find_spec(module) is not None,
-             f"{module} is not installed (pip install -e \".[docs]\")")
+        need(importlib.util.find_spec(module) is not None, f'{module} is not installed (pip install -e ".[docs]")')
     notebooks = {p: p.read_bytes() for p in links.chapters()}
     started = time.monotonic()
-    run = subprocess.run(["bash", "-c", f"set -e; {book_command()}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        ["bash", "-c", f"set -e; {book_command()}"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, f"the book command failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     print(f"book built in {time.monotonic() - started:.1f} s")
     # rendered from the stored notebooks: none was executed or rewritten
@@ -99,7 +106,7 @@ def test_no_markdown_is_left_unrendered(book):
         if not article:
             continue
         text = re.sub(r"<(pre|code|script|style)\b.*?</\1>", "", article.group(1), flags=re.S)
-        stray = [text[max(0, m.start() - 60):m.start() + 20] for m in re.finditer("`", text)]
+        stray = [text[max(0, m.start() - 60) : m.start() + 20] for m in re.finditer("`", text)]
         assert not stray, f"{path.relative_to(book)}: markdown left as text near {stray[0]!r}"
 
 
@@ -110,7 +117,8 @@ def test_links_to_repository_files_open_on_github():
     text = "[a](../perceiver_edu/steps.py#L3) [b](02_attention_maps.ipynb) [c](figures/x.png) [d](https://x.org/y)"
     assert build.repository_links(text, "notebooks") == (
         f"[a]({links.repository_url()}/blob/{links.BRANCH}/perceiver_edu/steps.py#L3) "
-        "[b](02_attention_maps.ipynb) [c](figures/x.png) [d](https://x.org/y)")
+        "[b](02_attention_maps.ipynb) [c](figures/x.png) [d](https://x.org/y)"
+    )
 
 
 def test_one_page_per_chapter_in_order_with_previous_and_next(book):
@@ -131,8 +139,9 @@ def test_chapter_pages_have_highlighted_code_and_launch_links(book):
     for path in links.chapters():
         rel = path.relative_to(ROOT).as_posix()
         html = page_html(book, f"notebooks/{path.stem}.html")
-        assert re.search(r'class="highlight-i?python3?\b', html) and re.search(r'<span class="(k|kn)">import</span>', html), \
-            f"{path.stem}: no highlighted Python code"
+        assert re.search(r'class="highlight-i?python3?\b', html) and re.search(
+            r'<span class="(k|kn)">import</span>', html
+        ), f"{path.stem}: no highlighted Python code"
         assert f'href="{links.colab_url(rel)}"' in html, f"{path.stem}: no Colab link to {rel}"
         assert f'href="{links.binder_url(rel)}"' in html.replace("&amp;", "&"), f"{path.stem}: no Binder link"
         assert "google.colab" not in html, f"{path.stem}: the Colab setup cell belongs in the notebook, not the book"
@@ -195,7 +204,7 @@ def serve_book(book: Path):
 def target_exists(book: Path, base: str, href: str, url: str) -> str | None:
     """None when the internal link `url` (absolute) opens a file of the book and its #anchor; else why not."""
     parts = urlsplit(url)
-    rel = unquote(parts.path)[len(urlsplit(base).path):]
+    rel = unquote(parts.path)[len(urlsplit(base).path) :]
     target = book / (rel or "index.html")
     if target.is_dir():
         target = target / "index.html"
@@ -215,8 +224,11 @@ def test_every_page_in_chromium(book):
         from playwright.sync_api import sync_playwright
     except ImportError:
         need(False, "playwright (the Python package) is not installed")
-    pages = sorted(p.relative_to(book).as_posix() for p in book.rglob("*.html")
-                   if "_static" not in p.parts and "_sources" not in p.parts)
+    pages = sorted(
+        p.relative_to(book).as_posix()
+        for p in book.rglob("*.html")
+        if "_static" not in p.parts and "_sources" not in p.parts
+    )
     expected = {"index.html", *(f"notebooks/{n}.html" for n in chapter_names())}
     assert expected <= set(pages), f"missing pages: {expected - set(pages)}"
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -235,19 +247,25 @@ def test_every_page_in_chromium(book):
                 failed.clear()
                 page.goto(base + name, wait_until="load")
                 # every image: loaded, and with pixels
-                page.evaluate("Promise.all([...document.images].map(i => { i.loading = 'eager'; "
-                              "return i.decode().catch(() => null); }))")
-                broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0))"
-                                       ".map(i => i.getAttribute('src').slice(0, 80))")
+                page.evaluate(
+                    "Promise.all([...document.images].map(i => { i.loading = 'eager'; "
+                    "return i.decode().catch(() => null); }))"
+                )
+                broken = page.evaluate(
+                    "[...document.images].filter(i => !(i.complete && i.naturalWidth > 0))"
+                    ".map(i => i.getAttribute('src').slice(0, 80))"
+                )
                 problems += [f"{name}: image not loaded: {src}" for src in broken]
                 # maths: MathJax typesets every formula of the page (wait for its queue to empty)
                 n_math = page.evaluate("document.querySelectorAll('span.math, div.math').length")
                 if n_math:
                     maths_pages.append(name)
                     try:
-                        page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue && "
-                                               "document.querySelectorAll('.MathJax, .MathJax_Display').length > 0",
-                                               timeout=30_000)
+                        page.wait_for_function(
+                            "() => window.MathJax && MathJax.Hub && MathJax.Hub.queue && "
+                            "document.querySelectorAll('.MathJax, .MathJax_Display').length > 0",
+                            timeout=30_000,
+                        )
                         page.evaluate("new Promise(done => MathJax.Hub.Queue(done))")  # its queue has run
                     except PlaywrightTimeout:
                         pass  # reported below: nothing typeset
@@ -259,8 +277,9 @@ def test_every_page_in_chromium(book):
                     if state["rendered"] < n_math or state["raw"] or state["errors"]:
                         problems.append(f"{name}: maths not rendered: {n_math} formulas, {state}")
                 # no widget in its text form
-                outputs = page.evaluate("[...document.querySelectorAll('.cell_output')].map(e => e.innerText)"
-                                        ".join('\\n')")
+                outputs = page.evaluate(
+                    "[...document.querySelectorAll('.cell_output')].map(e => e.innerText).join('\\n')"
+                )
                 for pattern in RAW_WIDGET:
                     if pattern.search(outputs):
                         problems.append(f"{name}: raw widget text ({pattern.pattern})")
@@ -268,18 +287,23 @@ def test_every_page_in_chromium(book):
                     texts = widget_texts(ROOT / "notebooks" / (Path(name).stem + ".ipynb"))
                     problems += [f"{name}: widget as text: {t[:40]!r}" for t in texts if t[:40] in outputs]
                 # every internal link
-                for href, url in page.evaluate("[...document.querySelectorAll('a[href]')]"
-                                               ".map(a => [a.getAttribute('href'), a.href])"):
+                for href, url in page.evaluate(
+                    "[...document.querySelectorAll('a[href]')].map(a => [a.getAttribute('href'), a.href])"
+                ):
                     if url.startswith(base):
                         why = target_exists(book, base, href, url)
                         if why:
                             problems.append(f"{name}: broken link {why}")
                 # nothing failed to load: no missing file, and no request out of the book (it reads offline)
                 # (MathJax 2 probes web-font loading with an about:blank font, which always "fails")
-                problems += [f"{name}: request failed: {f}" for f in failed
-                             if not f.startswith((base + "favicon.ico", "about:blank"))]
-                page.screenshot(path=str(SHOTS / (name.replace("/", "__").removesuffix(".html") + ".png")),
-                                full_page=True)
+                problems += [
+                    f"{name}: request failed: {f}"
+                    for f in failed
+                    if not f.startswith((base + "favicon.ico", "about:blank"))
+                ]
+                page.screenshot(
+                    path=str(SHOTS / (name.replace("/", "__").removesuffix(".html") + ".png")), full_page=True
+                )
         finally:
             browser.close()
     print(f"{len(pages)} pages checked in Chromium in {time.monotonic() - started:.1f} s; maths on {maths_pages}")

@@ -30,10 +30,31 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_explorer.ipynb"
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-CONTROLS = ("weights", "n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv",
-            "input_kind", "scene", "seed", "device", "layer", "head")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+CONTROLS = (
+    "weights",
+    "n_heads",
+    "head_dim",
+    "depth",
+    "n_latents",
+    "context_length",
+    "qk_norm",
+    "latents_in_kv",
+    "input_kind",
+    "scene",
+    "seed",
+    "device",
+    "layer",
+    "head",
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -79,20 +100,35 @@ def jupyterlab(tmp_path):
     # a private settings dir: no news or update checks (no network), no workspace from a past run
     settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
-                                                                           "checkForUpdates": False}))
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     # every cell stays in the DOM (no virtual scrolling), so the explorer can be found after "run all"
     tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
     port, token = free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
-               "--LabApp.extension_manager=readonly"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={work}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         command.append("--allow-root")
     with serve(command, work, env, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path / "jupyterlab.log"):
@@ -105,14 +141,13 @@ def serve(command: list[str], cwd: Path, env: dict, status_url: str, log_path: P
     name = Path(command[2]).name if command[1] == "-m" else command[0]
     log = open(log_path, "w")
     # its own process group, so stopping it also stops the kernels it started
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
             wait_for_server(status_url, process, name)
         except (RuntimeError, TimeoutError) as exc:
             log.flush()
-            raise RuntimeError(f"{exc}; its log ends with:\n{log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{exc}; its log ends with:\n{log_path.read_text()[-2000:]}") from exc
         yield process
     finally:
         if process.poll() is None:
@@ -164,8 +199,7 @@ def check_weights_and_scene(page, explorer, figure) -> None:
     page.wait_for_function("(el) => el.textContent.includes('random weights')", arg=status.element_handle())
     explorer.locator(".pe-control-weights select").first.select_option("scenes")
     after_trained = wait_for_new_src(page, figure, after_random)
-    page.wait_for_function("(el) => el.textContent.includes(\"trained weights 'scenes'\")",
-                           arg=status.element_handle())
+    page.wait_for_function("(el) => el.textContent.includes(\"trained weights 'scenes'\")", arg=status.element_handle())
     explorer.locator(".pe-next-scene").first.click()
     wait_for_new_src(page, figure, after_trained)
     assert explorer.locator(".pe-control-scene input").first.input_value() == "1"
@@ -189,10 +223,14 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         n_code = sum(c["cell_type"] == "code" for c in json.loads(committed)["cells"])
         # every code cell has run when each prompt shows a number (not [*] or [ ])
-        page.wait_for_function("""(n) => {
+        page.wait_for_function(
+            """(n) => {
             const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
             return prompts.length === n && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-        }""", arg=n_code, timeout=240_000)  # every cell: minutes on a busy machine
+        }""",
+            arg=n_code,
+            timeout=240_000,
+        )  # every cell: minutes on a busy machine
         # no cell raised (an error output would carry this mime type)
         assert page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count() == 0
 
@@ -232,8 +270,9 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         page.mouse.up()
         readout = slider.locator(".widget-readout").first
         page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
-        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
-                               arg=[figure.element_handle(), before_src])
+        page.wait_for_function(
+            "([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), before_src]
+        )
         figure.evaluate("img => img.decode()")
         round_trip = page.evaluate("window.__pe.changed - window.__pe.up")
         assert figure.screenshot() != before_pixels, "the figure did not change after moving the head slider"
@@ -241,8 +280,9 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         # an architecture control: QK-norm on rebuilds the model, and the view follows
         after_slider = figure.get_attribute("src")
         explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
-        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
-                               arg=[figure.element_handle(), after_slider])
+        page.wait_for_function(
+            "([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), after_slider]
+        )
         assert explorer.locator(".pe-message").first.inner_text().strip() == ""
 
         explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
@@ -255,8 +295,10 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=entropy.element_handle())
     # the test ran on a copy: the committed notebook is untouched
     assert NOTEBOOK.read_bytes() == committed
-    print(f"browser test took {time.monotonic() - started:.1f} s after the server started; "
-          f"slider release -> new figure in the page: {round_trip:.0f} ms")
+    print(
+        f"browser test took {time.monotonic() - started:.1f} s after the server started; "
+        f"slider release -> new figure in the page: {round_trip:.0f} ms"
+    )
 
 
 @pytest.fixture
@@ -266,8 +308,17 @@ def voila(tmp_path):
     work.mkdir()
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
     port, token = free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "voila", NOTEBOOK.name, "--no-browser", "--Voila.ip=127.0.0.1",
-               f"--port={port}", f"--token={token}", "--Voila.port_retries=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "voila",
+        NOTEBOOK.name,
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        f"--port={port}",
+        f"--token={token}",
+        "--Voila.port_retries=0",
+    ]
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     with serve(command, work, env, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path / "voila.log"):
         yield f"http://127.0.0.1:{port}", token
@@ -289,8 +340,7 @@ def test_explorer_as_a_voila_dashboard(playwright_api, voila):
         figure.wait_for(state="visible")
         before = figure.get_attribute("src")
         explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
-        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old",
-                               arg=[figure.element_handle(), before])
+        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), before])
         assert explorer.locator(".pe-message").first.inner_text().strip() == ""  # no error message
         check_weights_and_scene(page, explorer, figure)
         ARTIFACTS.mkdir(exist_ok=True)

@@ -13,12 +13,24 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 def tiny_idefics(qk_norm=False, seed=0):
     config = transformers.IdeficsConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        cross_layer_interval=1, use_resampler=True,
-        vision_config=dict(embed_dim=32, image_size=30, patch_size=15, num_hidden_layers=1,
-                           num_attention_heads=2, intermediate_size=64),
-        perceiver_config=dict(use_resampler=True, resampler_depth=2, resampler_n_heads=2,
-                              resampler_head_dim=8, resampler_n_latents=4, qk_layer_norms_perceiver=qk_norm),
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        cross_layer_interval=1,
+        use_resampler=True,
+        vision_config=dict(
+            embed_dim=32, image_size=30, patch_size=15, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        ),
+        perceiver_config=dict(
+            use_resampler=True,
+            resampler_depth=2,
+            resampler_n_heads=2,
+            resampler_head_dim=8,
+            resampler_n_latents=4,
+            qk_layer_norms_perceiver=qk_norm,
+        ),
     )
     torch.manual_seed(seed)
     return transformers.IdeficsForVisionText2Text(config).eval()
@@ -177,14 +189,35 @@ def test_bad_paths(tmp_path):
 
 # -- load_checkpoint ---------------------------------------------------------------------------------
 
+
 def tiny_idefics2(seed=0):
     config = transformers.Idefics2Config(
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=28, patch_size=14),
-        text_config=dict(model_type="mistral", vocab_size=100, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
-        perceiver_config=dict(hidden_size=32, rms_norm_eps=1e-6, resampler_n_latents=4, resampler_depth=2,
-                              resampler_n_heads=4, resampler_head_dim=8, num_key_value_heads=2),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        text_config=dict(
+            model_type="mistral",
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        ),
+        perceiver_config=dict(
+            hidden_size=32,
+            rms_norm_eps=1e-6,
+            resampler_n_latents=4,
+            resampler_depth=2,
+            resampler_n_heads=4,
+            resampler_head_dim=8,
+            num_key_value_heads=2,
+        ),
     )
     torch.manual_seed(seed)
     model = transformers.Idefics2ForConditionalGeneration(config).eval()
@@ -204,12 +237,15 @@ def test_load_checkpoint_reads_an_idefics2_checkpoint_by_model_type(idefics2_sha
     index = json.loads((path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 2  # really sharded
     ours = pe.load_checkpoint(path)
-    assert ours.config == pe.ResamplerConfig.idefics2(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=4,
-                                                      n_kv_heads=2, norm_eps=1e-6)
+    assert ours.config == pe.ResamplerConfig.idefics2(
+        embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=4, n_kv_heads=2, norm_eps=1e-6
+    )
     hf = model.model.connector.perceiver_resampler
     context, mask = torch.randn(2, 9, 32), torch.tensor([[1] * 9, [1] * 4 + [0] * 5])
     with torch.no_grad():
-        torch.testing.assert_close(ours(context, attention_mask=mask), hf(context, attention_mask=mask), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ours(context, attention_mask=mask), hf(context, attention_mask=mask), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_load_checkpoint_reads_an_idefics_checkpoint_too(sharded):

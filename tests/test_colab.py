@@ -56,16 +56,18 @@ def test_links_open_the_right_path():
     repo = links.github_repo()
     assert links.colab_url(rel) == f"https://colab.research.google.com/github/{repo}/blob/{links.BRANCH}/{rel}"
     assert links.binder_url(rel) == f"https://mybinder.org/v2/gh/{repo}/{links.BRANCH}?urlpath=lab/tree/{rel}"
-    assert links.binder_url("notebooks/03_explorer.ipynb", "voila").endswith("?urlpath=voila/render/notebooks/"
-                                                                             "03_explorer.ipynb")
+    assert links.binder_url("notebooks/03_explorer.ipynb", "voila").endswith(
+        "?urlpath=voila/render/notebooks/03_explorer.ipynb"
+    )
 
 
 @pytest.mark.parametrize("chapter", [p.name for p in CHAPTERS])
 def test_readme_has_a_colab_badge_for_the_chapter(chapter):
     rel = f"notebooks/{chapter}"
     badge = f"[![Open {Path(chapter).stem} in Colab]({links.COLAB_BADGE})]({links.colab_url(rel)})"
-    assert badge in README.read_text(), (f"README.md has no Colab badge for {rel}: run "
-                                         "`python .ci/colab_cell.py notebooks/0*.ipynb`")
+    assert badge in README.read_text(), (
+        f"README.md has no Colab badge for {rel}: run `python .ci/colab_cell.py notebooks/0*.ipynb`"
+    )
 
 
 def test_every_github_link_in_the_readme_is_derived_from_the_address():
@@ -97,11 +99,12 @@ def test_every_chapter_starts_with_the_current_setup_cell(chapter):
     first = next(c for c in cells if c["cell_type"] == "code")
     assert "".join(first["source"]) == colab_cell.setup_cell_source(), (
         f"{chapter}: the first code cell is not the current Colab setup cell; run "
-        "`python .ci/colab_cell.py notebooks/0*.ipynb` and re-execute the chapter")
+        "`python .ci/colab_cell.py notebooks/0*.ipynb` and re-execute the chapter"
+    )
     assert len(setup_cells(ROOT / "notebooks" / chapter)) == 1
 
 
-HARNESS = textwrap.dedent('''
+HARNESS = textwrap.dedent("""
     import json, subprocess, sys, types
     calls = {"pip": [], "widgets": 0}
     def fake_run(args, **kwargs):
@@ -122,12 +125,17 @@ HARNESS = textwrap.dedent('''
     calls["imported"] = sorted(set(sys.modules) - before)
     calls["names"] = sorted(k for k in namespace if not k.startswith("__"))
     print(json.dumps(calls))
-''')
+""")
 
 
 def run_cell(where: str) -> dict:
-    run = subprocess.run([sys.executable, "-I", "-c", HARNESS, where], input=colab_cell.setup_cell_source(),
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", HARNESS, where],
+        input=colab_cell.setup_cell_source(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -157,11 +165,11 @@ def test_colab_cell_script_inserts_once_updates_and_keeps_everything_else(tmp_pa
     cells = json.loads(once)["cells"]
     first = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
     assert "".join(cells[first]["source"]) == colab_cell.setup_cell_source()
-    assert cells[:first] + cells[first + 1:] == others  # nothing else moved or changed
+    assert cells[:first] + cells[first + 1 :] == others  # nothing else moved or changed
     # a stale cell (an old address), placed second: refreshed and moved to the front
     stale = dict(cells[first], source=["# old\n", "import sys\n"], execution_count=3)
     code = [i for i, c in enumerate(others) if c["cell_type"] == "code"]
-    moved = others[:code[1]] + [stale] + others[code[1]:]
+    moved = others[: code[1]] + [stale] + others[code[1] :]
     path.write_text(json.dumps({**json.loads(once), "cells": moved}))
     assert colab_cell.update_notebook(path) is True
     cells = json.loads(path.read_text())["cells"]

@@ -18,7 +18,9 @@ def test_context_not_a_tensor(model):
 
 
 def test_context_not_3d(model):
-    with pytest.raises(ValueError, match=r"context must be 3-D \[b, s, e\].*got shape \(257, 32\) with 2 dims.*context\[None\]"):
+    with pytest.raises(
+        ValueError, match=r"context must be 3-D \[b, s, e\].*got shape \(257, 32\) with 2 dims.*context\[None\]"
+    ):
         model(torch.randn(257, 32))
     with pytest.raises(ValueError, match=r"\[b, m, s, e\].*got shape \(1, 1, 2, 1, 3, 32\) with 6 dims"):
         model(torch.randn(1, 1, 2, 1, 3, 32))
@@ -30,12 +32,16 @@ def test_embed_dim_mismatch(model):
 
 
 def test_integer_context(model):
-    with pytest.raises(TypeError, match=r"context must hold floating-point numbers; got dtype torch.int64.*context.float\(\)"):
+    with pytest.raises(
+        TypeError, match=r"context must hold floating-point numbers; got dtype torch.int64.*context.float\(\)"
+    ):
         model(torch.ones(1, 5, 32, dtype=torch.long))
 
 
 def test_dtype_mismatch(model):
-    with pytest.raises(TypeError, match="context has dtype torch.float64 but the resampler's weights are torch.float32"):
+    with pytest.raises(
+        TypeError, match="context has dtype torch.float64 but the resampler's weights are torch.float32"
+    ):
         model(torch.randn(1, 5, 32, dtype=torch.float64))
 
 
@@ -43,7 +49,9 @@ def test_non_finite_context_is_refused_with_position(model):
     context = torch.randn(1, 5, 32)
     context[0, 3, 7] = float("nan")
     context[0, 4, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"2 NaN or infinite value\(s\), the first at index \(0, 3, 7\).*check_finite=False"):
+    with pytest.raises(
+        ValueError, match=r"2 NaN or infinite value\(s\), the first at index \(0, 3, 7\).*check_finite=False"
+    ):
         model(context)
 
 
@@ -58,7 +66,9 @@ def test_finite_check_can_be_switched_off():
 
 def test_context_on_another_device(model):
     meta = torch.empty(1, 5, 32, device="meta")
-    with pytest.raises(ValueError, match=r"context is on meta but the resampler is on cpu; move one of them, e.g. context.to\('cpu'\)"):
+    with pytest.raises(
+        ValueError, match=r"context is on meta but the resampler is on cpu; move one of them, e.g. context.to\('cpu'\)"
+    ):
         model(meta)
 
 

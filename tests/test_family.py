@@ -16,11 +16,20 @@ from perceiver_edu import steps
 def tiny2(**overrides):
     """A tiny Idefics2-like resampler: RMSNorm, SwiGLU, 4 query heads sharing 2 k/v heads, a mask."""
     torch.manual_seed(0)
-    return pe.PerceiverResampler(pe.ResamplerConfig.tiny(**{**dict(
-        norm="rms", mlp="swiglu", n_kv_heads=2, latents_init="ones", accepts_mask=True, subtract_max=False), **overrides}))
+    return pe.PerceiverResampler(
+        pe.ResamplerConfig.tiny(
+            **{
+                **dict(
+                    norm="rms", mlp="swiglu", n_kv_heads=2, latents_init="ones", accepts_mask=True, subtract_max=False
+                ),
+                **overrides,
+            }
+        )
+    )
 
 
 # -- masks ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("latents_in_kv", [True, False])
 def test_padding_gets_exactly_zero_attention_and_changes_nothing(latents_in_kv):
@@ -76,6 +85,7 @@ def test_mask_steps():
 
 # -- the steps of the relatives -------------------------------------------------------------------
 
+
 def test_grouped_query_equals_repeating_each_kv_head_over_its_group():
     q, k, v = torch.randn(2, 6, 3, 4), torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4)
     repeated_k = k.repeat_interleave(3, dim=1)  # kv head j serves query heads 3j, 3j+1, 3j+2
@@ -112,6 +122,7 @@ def test_softmax_without_the_explicit_max_gives_the_same_result():
 
 
 # -- the media axis ---------------------------------------------------------------------------------
+
 
 def test_media_axis_is_folded_into_the_batch_of_the_trace_example_major():
     torch.manual_seed(0)
@@ -160,27 +171,38 @@ def test_more_media_or_frames_than_embeddings_is_refused():
 
 # -- config and presets -------------------------------------------------------------------------------
 
+
 def test_presets_match_the_references_sizes():
     i2 = pe.ResamplerConfig.idefics2()
     assert (i2.embed_dim, i2.depth, i2.n_heads, i2.head_dim, i2.n_latents, i2.kv_heads) == (4096, 3, 16, 96, 64, 4)
-    assert (i2.norm, i2.mlp, i2.latents_init, i2.accepts_mask, i2.subtract_max, i2.eps) == ("rms", "swiglu", "ones", True, False, 1e-6)
+    assert (i2.norm, i2.mlp, i2.latents_init, i2.accepts_mask, i2.subtract_max, i2.eps) == (
+        "rms",
+        "swiglu",
+        "ones",
+        True,
+        False,
+        1e-6,
+    )
     fl = pe.ResamplerConfig.flamingo()
     assert (fl.embed_dim, fl.depth, fl.n_heads, fl.head_dim, fl.n_latents, fl.mlp) == (1024, 6, 8, 64, 64, "gelu")
     assert pe.ResamplerConfig.idefics().norm == "layer" and pe.ResamplerConfig().mlp == "relu"
     assert torch.all(pe.PerceiverResampler(pe.ResamplerConfig.tiny(latents_init="ones")).latents == 1)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("norm", "batch", r"norm must be one of 'layer', 'rms'; got 'batch'"),
-    ("mlp", "tanh", r"mlp must be one of 'relu', 'gelu', 'swiglu'; got 'tanh'"),
-    ("latents_init", "zeros", r"latents_init must be one of 'randn', 'ones'; got 'zeros'"),
-    ("n_kv_heads", 3, r"n_kv_heads must divide n_heads.*n_heads=4, n_kv_heads=3"),
-    ("n_kv_heads", 0, r"n_kv_heads must be None \(= n_heads\) or a positive int; got 0"),
-    ("n_media_embeds", -1, r"n_media_embeds must be an int >= 0"),
-    ("n_frame_embeds", 1.5, r"n_frame_embeds must be an int >= 0"),
-    ("accepts_mask", "yes", r"accepts_mask must be True or False"),
-    ("norm_eps", 0, r"norm_eps must be None or a positive number"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("norm", "batch", r"norm must be one of 'layer', 'rms'; got 'batch'"),
+        ("mlp", "tanh", r"mlp must be one of 'relu', 'gelu', 'swiglu'; got 'tanh'"),
+        ("latents_init", "zeros", r"latents_init must be one of 'randn', 'ones'; got 'zeros'"),
+        ("n_kv_heads", 3, r"n_kv_heads must divide n_heads.*n_heads=4, n_kv_heads=3"),
+        ("n_kv_heads", 0, r"n_kv_heads must be None \(= n_heads\) or a positive int; got 0"),
+        ("n_media_embeds", -1, r"n_media_embeds must be an int >= 0"),
+        ("n_frame_embeds", 1.5, r"n_frame_embeds must be an int >= 0"),
+        ("accepts_mask", "yes", r"accepts_mask must be True or False"),
+        ("norm_eps", 0, r"norm_eps must be None or a positive number"),
+    ],
+)
 def test_bad_seams(field, value, message):
     with pytest.raises((ValueError, TypeError), match=message):
         pe.ResamplerConfig.tiny(**{field: value})
@@ -188,12 +210,16 @@ def test_bad_seams(field, value, message):
 
 # -- bad input to the new entry points -----------------------------------------------------------
 
-@pytest.mark.parametrize("method, expected", [
-    ("from_idefics2", "Idefics2PerceiverResampler"),
-    ("from_flamingo_pytorch", "flamingo_pytorch.PerceiverResampler"),
-    ("from_open_flamingo", "OpenFlamingo's helpers.PerceiverResampler"),
-    ("from_idefics", "IdeficsPerceiverResampler"),
-])
+
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("from_idefics2", "Idefics2PerceiverResampler"),
+        ("from_flamingo_pytorch", "flamingo_pytorch.PerceiverResampler"),
+        ("from_open_flamingo", "OpenFlamingo's helpers.PerceiverResampler"),
+        ("from_idefics", "IdeficsPerceiverResampler"),
+    ],
+)
 def test_from_refuses_a_module_of_another_kind_and_names_it(method, expected):
     with pytest.raises(TypeError, match=rf"must be .*{expected}.*got Linear \(from torch"):
         getattr(pe.PerceiverResampler, method)(torch.nn.Linear(2, 2))
@@ -202,18 +228,31 @@ def test_from_refuses_a_module_of_another_kind_and_names_it(method, expected):
 def test_from_names_the_reference_a_module_really_comes_from():
     flamingo_pytorch = pytest.importorskip("flamingo_pytorch")
     lucid = flamingo_pytorch.PerceiverResampler(dim=8, depth=1, dim_head=4, heads=2, num_latents=2)
-    with pytest.raises(TypeError, match=r"looks like flamingo_pytorch's resampler: use PerceiverResampler.from_flamingo_pytorch"):
+    with pytest.raises(
+        TypeError, match=r"looks like flamingo_pytorch's resampler: use PerceiverResampler.from_flamingo_pytorch"
+    ):
         pe.PerceiverResampler.from_open_flamingo(lucid)
 
 
-@pytest.mark.parametrize("method, config, message", [
-    ("to_idefics_state_dict", dict(mlp="gelu"), r"mlp='gelu' has no IDEFICS counterpart \(IDEFICS has mlp='relu'\)"),
-    ("to_idefics_state_dict", dict(latents_in_kv=False), r"latents_in_kv=False has no IDEFICS counterpart"),
-    ("to_idefics2_state_dict", dict(), r"norm='layer' has no Idefics2 counterpart.*mlp='relu'"),
-    ("to_flamingo_pytorch_state_dict", dict(mlp="gelu"), r"always has media_pos_emb.*n_media_embeds=0"),
-    ("to_flamingo_pytorch_state_dict", dict(n_media_embeds=1), r"mlp='relu' has no flamingo-pytorch counterpart"),
-    ("to_open_flamingo_state_dict", dict(mlp="gelu", n_kv_heads=2), r"n_kv_heads=2 has no OpenFlamingo counterpart"),
-])
+@pytest.mark.parametrize(
+    "method, config, message",
+    [
+        (
+            "to_idefics_state_dict",
+            dict(mlp="gelu"),
+            r"mlp='gelu' has no IDEFICS counterpart \(IDEFICS has mlp='relu'\)",
+        ),
+        ("to_idefics_state_dict", dict(latents_in_kv=False), r"latents_in_kv=False has no IDEFICS counterpart"),
+        ("to_idefics2_state_dict", dict(), r"norm='layer' has no Idefics2 counterpart.*mlp='relu'"),
+        ("to_flamingo_pytorch_state_dict", dict(mlp="gelu"), r"always has media_pos_emb.*n_media_embeds=0"),
+        ("to_flamingo_pytorch_state_dict", dict(n_media_embeds=1), r"mlp='relu' has no flamingo-pytorch counterpart"),
+        (
+            "to_open_flamingo_state_dict",
+            dict(mlp="gelu", n_kv_heads=2),
+            r"n_kv_heads=2 has no OpenFlamingo counterpart",
+        ),
+    ],
+)
 def test_export_refuses_what_the_reference_cannot_hold(method, config, message):
     model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(**config))
     with pytest.raises(ValueError, match=message):

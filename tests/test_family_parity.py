@@ -63,22 +63,39 @@ def sizes(seed: int) -> dict:
 
 # -- the references, built from their constructors -------------------------------------------------
 
+
 def lucidrains(z, n_media_embeds):
     return flamingo_pytorch.PerceiverResampler(
-        dim=z["embed_dim"], depth=z["depth"], dim_head=z["head_dim"], heads=z["n_heads"],
-        num_latents=z["n_latents"], num_media_embeds=n_media_embeds)
+        dim=z["embed_dim"],
+        depth=z["depth"],
+        dim_head=z["head_dim"],
+        heads=z["n_heads"],
+        num_latents=z["n_latents"],
+        num_media_embeds=n_media_embeds,
+    )
 
 
 def open_flamingo(helpers, z, max_media, max_frames):
     return helpers.PerceiverResampler(
-        dim=z["embed_dim"], depth=z["depth"], dim_head=z["head_dim"], heads=z["n_heads"],
-        num_latents=z["n_latents"], max_num_media=max_media, max_num_frames=max_frames)
+        dim=z["embed_dim"],
+        depth=z["depth"],
+        dim_head=z["head_dim"],
+        heads=z["n_heads"],
+        num_latents=z["n_latents"],
+        max_num_media=max_media,
+        max_num_frames=max_frames,
+    )
 
 
 def hf_idefics2(z, attn="sdpa"):
     config = Idefics2PerceiverConfig(
-        hidden_size=z["embed_dim"], resampler_depth=z["depth"], resampler_n_heads=z["n_heads"],
-        resampler_head_dim=z["head_dim"], resampler_n_latents=z["n_latents"], num_key_value_heads=z["n_kv_heads"])
+        hidden_size=z["embed_dim"],
+        resampler_depth=z["depth"],
+        resampler_n_heads=z["n_heads"],
+        resampler_head_dim=z["head_dim"],
+        resampler_n_latents=z["n_latents"],
+        num_key_value_heads=z["n_kv_heads"],
+    )
     config._attn_implementation = attn
     return idefics2.Idefics2PerceiverResampler(config)
 
@@ -97,6 +114,7 @@ def close(ours, theirs):
 
 
 # -- flamingo-pytorch ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(N_CONFIGS))
 def test_flamingo_pytorch_both_ways(seed):
@@ -121,6 +139,7 @@ def test_flamingo_pytorch_both_ways(seed):
 
 # -- OpenFlamingo -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", range(N_CONFIGS))
 def test_open_flamingo_both_ways(helpers, seed):
     z = sizes(200 + seed)
@@ -144,6 +163,7 @@ def test_open_flamingo_both_ways(helpers, seed):
 
 
 # -- Idefics2 -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(N_CONFIGS))
 def test_idefics2_both_ways_with_padding_masks(seed):
@@ -170,7 +190,7 @@ def test_idefics2_both_ways_with_padding_masks(seed):
 def test_the_random_configurations_cover_what_the_issue_lists():
     drawn = [sizes(base + seed) for base in (100, 200, 300) for seed in range(N_CONFIGS)]
     assert {z["depth"] for z in drawn} >= {1, 6} or len({z["depth"] for z in drawn}) >= 5
-    assert any(z["n_kv_heads"] < z["n_heads"] for z in drawn[2 * N_CONFIGS:])  # grouped-query in Idefics2's draws
+    assert any(z["n_kv_heads"] < z["n_heads"] for z in drawn[2 * N_CONFIGS :])  # grouped-query in Idefics2's draws
     assert min(z["context"] for z in drawn) == 1 and max(z["context"] for z in drawn) > 64
     assert {z["batch"] for z in drawn} == {1, 2, 3, 4}
     assert {z["media"] for z in drawn} == {1, 2, 3, 4}

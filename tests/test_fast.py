@@ -6,24 +6,29 @@ transformers), so FastResampler equals transformers there too. The CUDA variants
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import pytest
 import torch
+from test_idefics_parity import CONTEXT_LENGTHS, EMBED_DIM, HEAD_LAYOUTS
 from torch.utils.flop_counter import FlopCounterMode
 
 import perceiver_edu as pe
 from perceiver_edu import cost
 from perceiver_edu.fast import fast_path_support
 
-from test_idefics_parity import CONTEXT_LENGTHS, EMBED_DIM, HEAD_LAYOUTS
-
 HAS_CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,
-                                               pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")])]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")]),
+]
 VARIANTS = [  # (arrangement, sdpa)
-    ("auto", None), ("standard", True), ("standard", False), ("absorbed", True), ("absorbed", False)]
+    ("auto", None),
+    ("standard", True),
+    ("standard", False),
+    ("absorbed", True),
+    ("absorbed", False),
+]
 
 
 def perturbed_model(config: pe.ResamplerConfig, seed: int = 0) -> pe.PerceiverResampler:
@@ -47,7 +52,9 @@ def test_fast_equals_the_step_model(depth, qk_norm, latents_in_kv, device):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     for (n_heads, head_dim), batch in zip(HEAD_LAYOUTS, (1, 2, 3, 4)):
-        config = pe.ResamplerConfig(EMBED_DIM, depth, n_heads, head_dim, 8, qk_norm=qk_norm, latents_in_kv=latents_in_kv)
+        config = pe.ResamplerConfig(
+            EMBED_DIM, depth, n_heads, head_dim, 8, qk_norm=qk_norm, latents_in_kv=latents_in_kv
+        )
         model = perturbed_model(config, seed=depth).to(device)
         for arrangement, sdpa in VARIANTS:
             if arrangement == "absorbed" and qk_norm:
@@ -58,8 +65,13 @@ def test_fast_equals_the_step_model(depth, qk_norm, latents_in_kv, device):
                     continue  # no keys at all: the step model refuses too
                 context = torch.randn(batch, s, EMBED_DIM, device=device)
                 with torch.no_grad():
-                    torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=1e-5,
-                                               msg=lambda m: f"{arrangement}, sdpa={sdpa}, s={s}: {m}")
+                    torch.testing.assert_close(
+                        fast(context),
+                        model(context),
+                        atol=1e-5,
+                        rtol=1e-5,
+                        msg=lambda m: f"{arrangement}, sdpa={sdpa}, s={s}: {m}",
+                    )
 
 
 def test_fast_equals_transformers_at_the_idefics_scale():
@@ -142,9 +154,13 @@ def test_auto_keeps_the_arrangement_it_measured_faster_per_shape():
     assert fast.measured and not qk.measured  # with QK-norm there is nothing to choose: standard, untimed
 
 
-@pytest.mark.parametrize("arrangement, buffer_floats", [
-    ("standard", 2 * 30 * 2 * 48 + 2 * 2 * 35 * 48),  # k/v [b s, 2 h d]; joined k, v [b, n, h d]
-    ("absorbed", 2 * 4 * 5 * 48 + 2 * 20 * 48 + 2 * 48 * 48 + 2 * 4 * 5 * 12)])  # u [b, h, l, e], scores [b, h l, 48], keys [b, 48, e], heads
+@pytest.mark.parametrize(
+    "arrangement, buffer_floats",
+    [
+        ("standard", 2 * 30 * 2 * 48 + 2 * 2 * 35 * 48),  # k/v [b s, 2 h d]; joined k, v [b, n, h d]
+        ("absorbed", 2 * 4 * 5 * 48 + 2 * 20 * 48 + 2 * 48 * 48 + 2 * 4 * 5 * 12),
+    ],
+)  # u [b, h, l, e], scores [b, h l, 48], keys [b, 48, e], heads
 def test_reused_buffers_leave_earlier_results_and_modes_alone(arrangement, buffer_floats):
     model = perturbed_model(pe.ResamplerConfig(embed_dim=48, depth=3, n_heads=4, head_dim=12, n_latents=5))
     fast = pe.FastResampler(model, arrangement)
@@ -171,10 +187,14 @@ def test_the_fast_paths_pieces_equal_what_they_replace():
     out = torch.empty(3, 4, 5, 7)
     assert pe.fast.headwise(a, weight, out=out) is out
     torch.testing.assert_close(out, expected)
-    feed_forward = perturbed_model(pe.ResamplerConfig(embed_dim=24, depth=1, n_heads=2, head_dim=6, n_latents=3)).blocks[0][1]
+    feed_forward = perturbed_model(
+        pe.ResamplerConfig(embed_dim=24, depth=1, n_heads=2, head_dim=6, n_latents=3)
+    ).blocks[0][1]
     latents = torch.randn(2, 3, 24)
     expected = latents + feed_forward(latents)
-    torch.testing.assert_close(pe.fast.mlp_in_blocks(latents, feed_forward), expected)  # with gradients: latents untouched
+    torch.testing.assert_close(
+        pe.fast.mlp_in_blocks(latents, feed_forward), expected
+    )  # with gradients: latents untouched
     torch.testing.assert_close(latents + feed_forward(latents), expected, atol=0, rtol=0)
     with torch.no_grad():
         summed = latents.clone()
@@ -204,8 +224,13 @@ def test_unsupported_configs_fall_back_and_say_so():
     assert fast_path_support(pe.ResamplerConfig.idefics()) is None
     assert fast_path_support(pe.ResamplerConfig.tiny(qk_norm=True, latents_in_kv=False)) is None
     assert "norm='rms'" in fast_path_support(pe.ResamplerConfig.idefics2(embed_dim=32, n_heads=4, head_dim=8))
-    for field, value in [("mlp", "swiglu"), ("mlp", "gelu"), ("n_kv_heads", 2), ("n_media_embeds", 3),
-                         ("accepts_mask", True)]:
+    for field, value in [
+        ("mlp", "swiglu"),
+        ("mlp", "gelu"),
+        ("n_kv_heads", 2),
+        ("n_media_embeds", 3),
+        ("accepts_mask", True),
+    ]:
         assert field in fast_path_support(pe.ResamplerConfig.tiny(**{field: value}))
     model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(norm="rms"))  # an Idefics2-like norm
     fast = pe.FastResampler(model)
@@ -232,19 +257,23 @@ def counted_flops(fn, *args) -> int:
 @pytest.mark.parametrize("b, s", [(1, 17), (3, 50)])
 def test_flop_formulas_match_the_flop_counter(b, s, qk_norm, latents_in_kv):
     """A wrong factor, a missing step or a wrong n = s + l would make these differ."""
-    config = pe.ResamplerConfig(embed_dim=40, depth=3, n_heads=5, head_dim=12, n_latents=7, qk_norm=qk_norm,
-                                latents_in_kv=latents_in_kv)
+    config = pe.ResamplerConfig(
+        embed_dim=40, depth=3, n_heads=5, head_dim=12, n_latents=7, qk_norm=qk_norm, latents_in_kv=latents_in_kv
+    )
     model = perturbed_model(config).requires_grad_(False)
     context = torch.randn(b, s, 40)
     assert counted_flops(model, context) == cost.total_flops(config, b, s, "standard")
     arrangements = ("standard",) if qk_norm else ("standard", "absorbed")
     for arrangement in arrangements:
         fast = pe.FastResampler(model, arrangement, sdpa=False)
-        fast(context)  # build the folded weights and the first layer's latent products first: once per weight change, not part of a call
+        fast(
+            context
+        )  # build the folded weights and the first layer's latent products first: once per weight change, not part of a call
         assert counted_flops(fast, context) == cost.total_flops(config, b, s, arrangement, cached_first_layer=True)
         with torch.no_grad():  # the buffered path: the absorbed arrangement pads the keys to a multiple of 16
-            assert counted_flops(fast, context) == cost.total_flops(config, b, s, arrangement, cached_first_layer=True,
-                                                                    padded=arrangement == "absorbed")
+            assert counted_flops(fast, context) == cost.total_flops(
+                config, b, s, arrangement, cached_first_layer=True, padded=arrangement == "absorbed"
+            )
 
 
 def test_padding_keys_changes_the_flops_not_the_result():
@@ -261,8 +290,12 @@ def test_padding_keys_changes_the_flops_not_the_result():
     context = torch.randn(2, 17, 40)
     with torch.no_grad():
         torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)
-        assert fast.workspace_bytes() == 4 * (2 * 5 * 7 * 40 + 2 * 5 * 7 * 32 + 2 * 32 * 40 + 2 * 5 * 7 * 12)  # u, scores, keys, heads
-    torch.testing.assert_close(fast(context), model(context), atol=1e-5, rtol=0)  # with gradients: no padding, no buffers
+        assert fast.workspace_bytes() == 4 * (
+            2 * 5 * 7 * 40 + 2 * 5 * 7 * 32 + 2 * 32 * 40 + 2 * 5 * 7 * 12
+        )  # u, scores, keys, heads
+    torch.testing.assert_close(
+        fast(context), model(context), atol=1e-5, rtol=0
+    )  # with gradients: no padding, no buffers
 
 
 def test_step_flops_names_each_product():

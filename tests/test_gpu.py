@@ -12,12 +12,18 @@ import perceiver_edu as pe
 from perceiver_edu.explorer.forward import run_forward
 
 HAS_CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,
-                                               pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")])]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")]),
+]
 CONFIGS = [
     (pe.ResamplerConfig(embed_dim=64, depth=2, n_heads=4, head_dim=16, n_latents=8), "image", 257),
     (pe.ResamplerConfig(embed_dim=64, depth=6, n_heads=8, head_dim=16, n_latents=16, qk_norm=True), "structured", 257),
-    (pe.ResamplerConfig(embed_dim=64, depth=3, n_heads=4, head_dim=32, n_latents=8, latents_in_kv=False), "random", 100),
+    (
+        pe.ResamplerConfig(embed_dim=64, depth=3, n_heads=4, head_dim=32, n_latents=8, latents_in_kv=False),
+        "random",
+        100,
+    ),
 ]
 
 

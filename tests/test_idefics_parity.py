@@ -4,8 +4,6 @@ transformers is a test dependency; its IdeficsPerceiverResampler is built from a
 nothing is downloaded.
 """
 
-import itertools
-
 import pytest
 import torch
 
@@ -76,7 +74,9 @@ def test_idefics_key_names():
         for name in ("q_proj", "k_proj", "v_proj", "output_proj"):
             assert f"blocks.{i}.0.{name}.weight" in state and f"blocks.{i}.0.{name}.bias" not in state
         assert {f"blocks.{i}.1.ln.weight", f"blocks.{i}.1.fc.weight", f"blocks.{i}.1.c_proj.weight"} <= set(state)
-    assert not any("q_layer_norm" in k for k in pe.PerceiverResampler(pe.ResamplerConfig.tiny()).to_idefics_state_dict())
+    assert not any(
+        "q_layer_norm" in k for k in pe.PerceiverResampler(pe.ResamplerConfig.tiny()).to_idefics_state_dict()
+    )
 
 
 def test_latents_out_of_kv_cannot_be_exported():
@@ -88,8 +88,13 @@ def test_latents_out_of_kv_cannot_be_exported():
 def test_config_from_idefics_config():
     hf_config = IdeficsConfig(
         vision_config=dict(embed_dim=1280),
-        perceiver_config=dict(resampler_depth=6, resampler_n_heads=16, resampler_head_dim=96,
-                              resampler_n_latents=64, qk_layer_norms_perceiver=True),
+        perceiver_config=dict(
+            resampler_depth=6,
+            resampler_n_heads=16,
+            resampler_head_dim=96,
+            resampler_n_latents=64,
+            qk_layer_norms_perceiver=True,
+        ),
     )
     assert pe.ResamplerConfig.from_idefics(hf_config) == pe.ResamplerConfig.idefics(qk_norm=True)
     assert pe.ResamplerConfig.from_idefics(hf_config.to_dict()) == pe.ResamplerConfig.idefics(qk_norm=True)

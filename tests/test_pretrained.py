@@ -101,7 +101,9 @@ def test_missing_weights_say_how_to_remake_them(weights_copy):
 def test_corrupt_weights_are_refused_clearly(weights_copy):
     path = weights_copy / "digits.safetensors"
     path.write_bytes(path.read_bytes()[:1000])  # a download cut short
-    with pytest.raises(ValueError, match=r"digits\.safetensors of 'digits' is corrupt.*python -m perceiver_edu\.train digits"):
+    with pytest.raises(
+        ValueError, match=r"digits\.safetensors of 'digits' is corrupt.*python -m perceiver_edu\.train digits"
+    ):
         pe.pretrained("digits")
     path.write_bytes(b"\x80\x04 a pickle is not a safetensors file")
     with pytest.raises(ValueError, match="corrupt"):
@@ -116,7 +118,9 @@ def test_corrupt_weights_are_refused_clearly(weights_copy):
 
 
 def test_train_command_rejects_an_unknown_name():
-    done = subprocess.run([sys.executable, "-m", "perceiver_edu.train", "nope"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "perceiver_edu.train", "nope"], capture_output=True, text=True, cwd=ROOT
+    )
     assert done.returncode != 0 and "invalid choice: 'nope'" in done.stderr and "scenes-qknorm" in done.stderr
 
 
@@ -124,8 +128,13 @@ def test_train_command_rejects_an_unknown_name():
 def test_retraining_digits_remakes_the_shipped_file_exactly(tmp_path):
     # "digits" is the cheapest recipe (about 15 s on one thread); on the CPU, seeded, on one thread,
     # training is deterministic, so the weights must match bit for bit
-    done = subprocess.run([sys.executable, "-m", "perceiver_edu.train", "digits", "--out", str(tmp_path), "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "perceiver_edu.train", "digits", "--out", str(tmp_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     shipped, remade = load_file(P.WEIGHTS / "digits.safetensors"), load_file(tmp_path / "digits.safetensors")
     assert shipped.keys() == remade.keys()

@@ -128,8 +128,9 @@ def notebook_code(path: Path) -> str:
 
 
 def third_party(names: set[str]) -> set[str]:
-    return {n for n in names
-            if n not in sys.stdlib_module_names and n not in {PACKAGE, "__future__"} | PLATFORM_PROVIDED}
+    return {
+        n for n in names if n not in sys.stdlib_module_names and n not in {PACKAGE, "__future__"} | PLATFORM_PROVIDED
+    }
 
 
 def project_imports() -> dict[str, list[str]]:
@@ -187,9 +188,7 @@ def test_collector_reads_magics_lazy_imports_and_skips_stdlib_and_optional(tmp_p
     path.write_text(json.dumps(notebook))
     assert third_party(imports_in_source(notebook_code(path))) == {"numpy", "sklearn"}
     assert distributions_for("sklearn") == {"scikit-learn"}
-    assert missing_from({"numpy"}, {"sklearn": ["nb.ipynb"]}) == [
-        "`import sklearn` (nb.ipynb) needs scikit-learn"
-    ]
+    assert missing_from({"numpy"}, {"sklearn": ["nb.ipynb"]}) == ["`import sklearn` (nb.ipynb) needs scikit-learn"]
     assert missing_from({"ipykernel"}, {"IPython": ["nb.ipynb"]}) == []
 
 
@@ -227,9 +226,7 @@ def test_binder_versions_fit_the_root_ranges():
                 f"binder pins {binder[name]} but requirements.txt asks for {req}"
             )
         else:  # otherwise the ranges are the same, so both installs resolve alike
-            assert binder[name].specifier == req.specifier, (
-                f"binder has {binder[name]} but requirements.txt has {req}"
-            )
+            assert binder[name].specifier == req.specifier, f"binder has {binder[name]} but requirements.txt has {req}"
 
 
 def test_binder_torch_is_the_cpu_build_from_the_cpu_index():

@@ -105,7 +105,9 @@ def test_split_and_merge_heads_are_inverse():
 
 def test_entropy_and_share_helpers():
     uniform = torch.full((1, 1, 2, 10), 0.1)
-    torch.testing.assert_close(pe.attention_entropy(uniform), torch.full((1, 1, 2), torch.log(torch.tensor(10.0)).item()))
+    torch.testing.assert_close(
+        pe.attention_entropy(uniform), torch.full((1, 1, 2), torch.log(torch.tensor(10.0)).item())
+    )
     one_hot = torch.zeros(1, 1, 2, 10)
     one_hot[..., 3] = 1
     torch.testing.assert_close(pe.attention_entropy(one_hot), torch.zeros(1, 1, 2))
@@ -115,7 +117,14 @@ def test_entropy_and_share_helpers():
 
 def test_presets_and_replace():
     cfg = pe.ResamplerConfig.idefics()
-    assert (cfg.embed_dim, cfg.depth, cfg.n_heads, cfg.head_dim, cfg.n_latents, cfg.qk_norm) == (1280, 6, 16, 96, 64, False)
+    assert (cfg.embed_dim, cfg.depth, cfg.n_heads, cfg.head_dim, cfg.n_latents, cfg.qk_norm) == (
+        1280,
+        6,
+        16,
+        96,
+        64,
+        False,
+    )
     assert cfg.replace(depth=2).depth == 2 and cfg.depth == 6
     assert pe.ResamplerConfig.tiny(qk_norm=True).qk_norm
     model = pe.PerceiverResampler(cfg.replace(embed_dim=64, depth=1, n_heads=2, head_dim=8, n_latents=4), depth=3)

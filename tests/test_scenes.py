@@ -7,8 +7,8 @@ import perceiver_edu as pe
 from perceiver_edu import scenes as S
 from perceiver_edu.trace import Trace
 
-
 # -- data -----------------------------------------------------------------------------------------
+
 
 def test_scenes_are_seeded_and_know_their_objects():
     scenes = S.make_scenes(50, seed=3)
@@ -54,6 +54,7 @@ def test_bigger_canvas_and_bad_arguments():
 
 
 # -- the model ------------------------------------------------------------------------------------
+
 
 def test_tokens_are_patches_row_by_row_that_see_their_neighbourhood():
     torch.manual_seed(0)
@@ -103,6 +104,7 @@ def test_model_reads_a_canvas_of_any_size_with_the_same_latents():
 
 # -- matching and metrics -------------------------------------------------------------------------
 
+
 def test_hungarian_match_finds_the_cheapest_assignment():
     # latent 2 says class 7 at the first box, latent 0 says class 1 at the second box
     logits = torch.full((1, 3, 11), -10.0)
@@ -111,7 +113,7 @@ def test_hungarian_match_finds_the_cheapest_assignment():
     boxes = torch.tensor([[[0.5, 0.5, 0.75, 0.75], [0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.25, 0.25]]])
     prediction = S.SetPrediction(logits, boxes)
     labels, true_boxes = [torch.tensor([7, 1])], [torch.tensor([[0, 0, 8, 8], [16, 16, 24, 24]])]
-    (rows, cols), = S.hungarian_match(prediction, labels, true_boxes, (32, 32))
+    ((rows, cols),) = S.hungarian_match(prediction, labels, true_boxes, (32, 32))
     assert dict(zip(cols.tolist(), rows.tolist())) == {0: 2, 1: 0}
     # a perfect prediction costs little; swapping the two objects' latents costs more
     good = S.set_loss(prediction, labels, true_boxes, (32, 32))
@@ -184,6 +186,7 @@ def test_evaluate_scores_right_answers_and_object_attention():
 
 
 # -- training -------------------------------------------------------------------------------------
+
 
 def test_short_training_is_seeded_and_learns():
     a = S.train_scenes(steps=40, eval_every=20, eval_scenes=30, progress=False, seed=5)

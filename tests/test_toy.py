@@ -6,7 +6,6 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-import perceiver_edu as pe
 from perceiver_edu import toy, viz
 
 CHANCE = 10.0  # % for 10 classes
@@ -24,6 +23,7 @@ def short_run(data):
 
 
 # -- data -----------------------------------------------------------------------------------------
+
 
 def test_split_is_fixed_disjoint_and_complete(data):
     again = toy.load_digits_split()
@@ -47,6 +47,7 @@ def test_bad_test_fraction_is_explained():
 
 
 # -- the model ------------------------------------------------------------------------------------
+
 
 def test_one_token_per_pixel_with_its_position():
     embed = toy.PixelEmbedding(embed_dim=16)
@@ -106,6 +107,7 @@ def test_entropy_and_overlap_measure_what_they_say():
 
 
 # -- training -------------------------------------------------------------------------------------
+
 
 def test_short_training_learns(short_run, data):
     before = toy.accuracy(short_run.initial_model(), data.test_images, data.test_labels)
@@ -167,6 +169,7 @@ def test_bad_training_arguments_are_explained(data):
 
 # -- devices --------------------------------------------------------------------------------------
 
+
 def check_runs_on(device, data):
     seen = []
     result = toy.train_digits(steps=3, eval_every=3, progress=False, data=data, device=device)
@@ -217,6 +220,7 @@ def test_trains_on_cuda(data):
 
 
 # -- chapter 4's figures --------------------------------------------------------------------------
+
 
 def labelled(fig):
     assert isinstance(fig, Figure)

@@ -110,8 +110,11 @@ def test_the_latents_keys_get_a_zoomed_panel_on_the_same_scale(trace):
     np.testing.assert_allclose(zoom.images[0].get_array(), attn[:, s:].numpy(), rtol=1e-6)
     assert zoom.images[0].get_clim() == ax.images[0].get_clim()
     assert "zoomed" in zoom.get_title()
+
     # the zoom is wider per key than the full map: that is its point
-    width = lambda a, keys: a.get_position().width / keys
+    def width(a, keys):
+        return a.get_position().width / keys
+
     assert width(zoom, 8) > 3 * width(ax, s + 8)
     for fig in (viz.plot_heads(trace.attentions[0][0], S), viz.plot_layers(trace)):
         zooms = [a for a in fig.axes if "zoomed" in a.get_title()]
@@ -193,8 +196,10 @@ def test_entropy_colours_span_the_data_not_zero_to_log_n(trace):
 def test_figures_to_compare_share_the_limits_given(trace, trace_pair):
     other = trace_pair[1]
     limits = viz.value_range(trace.entropy(), other.entropy())
-    assert limits == (pytest.approx(float(torch.cat([trace.entropy().flatten(), other.entropy().flatten()]).min())),
-                      pytest.approx(float(torch.cat([trace.entropy().flatten(), other.entropy().flatten()]).max())))
+    assert limits == (
+        pytest.approx(float(torch.cat([trace.entropy().flatten(), other.entropy().flatten()]).min())),
+        pytest.approx(float(torch.cat([trace.entropy().flatten(), other.entropy().flatten()]).max())),
+    )
     figs = [viz.plot_entropy(t, limits=limits, title=name) for t, name in ((trace, "init"), (other, "trained"))]
     clims = [next(ax for ax in f.axes if ax.images).images[0].get_clim() for f in figs]
     assert clims[0] == clims[1] == pytest.approx(limits)
@@ -275,17 +280,49 @@ def test_fig_is_cleared_and_reused(trace, trace_pair):
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda t: viz.plot_attention_map(t.attentions[0][0], S), ValueError, r"attn must be 2-D \[l, n\]; got shape \(4, 8, 25\)"),
-        (lambda t: viz.plot_attention_map(t.attentions[0][0, 0], 99), ValueError, r"context_length must be between 1 and .* n = 25 .* got 99"),
-        (lambda t: viz.plot_attention_map("attention", S), TypeError, r"attn must be a torch.Tensor or numpy array .* got str"),
+        (
+            lambda t: viz.plot_attention_map(t.attentions[0][0], S),
+            ValueError,
+            r"attn must be 2-D \[l, n\]; got shape \(4, 8, 25\)",
+        ),
+        (
+            lambda t: viz.plot_attention_map(t.attentions[0][0, 0], 99),
+            ValueError,
+            r"context_length must be between 1 and .* n = 25 .* got 99",
+        ),
+        (
+            lambda t: viz.plot_attention_map("attention", S),
+            TypeError,
+            r"attn must be a torch.Tensor or numpy array .* got str",
+        ),
         (lambda t: viz.plot_heads(t.attentions[0][0, 0], S), ValueError, r"attn must be 3-D \[h, l, n\]"),
         (lambda t: viz.plot_layers(t, head=4), ValueError, r"head must be between 0 and 3 \(4 heads\); got 4"),
         (lambda t: viz.plot_layers(t, example=2), ValueError, r"example must be between 0 and 1"),
-        (lambda t: viz.plot_context_share(t.attentions), TypeError, r"trace must be the Trace from model\(context, return_trace=True\); got tuple"),
-        (lambda t: viz.plot_qk_norm_comparison(t, traced(context_length=10)), ValueError, r"same architecture and input"),
-        (lambda t: viz.plot_attention_on_image(t.attentions[0][0, 0, 0][:20], None, context_length=18), ValueError, r"square number of patches plus one CLS .* got 18"),
-        (lambda t: viz.plot_attention_on_image(t.attentions[0][0, 0, 0], np.zeros((4, 4)), context_length=S), ValueError, r"image must be 3-D \[H, W, 3\]"),
-        (lambda t: viz.plot_attention_map(t.attentions[0][0, 0], S, fig="figure"), TypeError, r"fig must be a matplotlib.figure.Figure or None; got str"),
+        (
+            lambda t: viz.plot_context_share(t.attentions),
+            TypeError,
+            r"trace must be the Trace from model\(context, return_trace=True\); got tuple",
+        ),
+        (
+            lambda t: viz.plot_qk_norm_comparison(t, traced(context_length=10)),
+            ValueError,
+            r"same architecture and input",
+        ),
+        (
+            lambda t: viz.plot_attention_on_image(t.attentions[0][0, 0, 0][:20], None, context_length=18),
+            ValueError,
+            r"square number of patches plus one CLS .* got 18",
+        ),
+        (
+            lambda t: viz.plot_attention_on_image(t.attentions[0][0, 0, 0], np.zeros((4, 4)), context_length=S),
+            ValueError,
+            r"image must be 3-D \[H, W, 3\]",
+        ),
+        (
+            lambda t: viz.plot_attention_map(t.attentions[0][0, 0], S, fig="figure"),
+            TypeError,
+            r"fig must be a matplotlib.figure.Figure or None; got str",
+        ),
     ],
 )
 def test_bad_input_gets_a_message_naming_the_argument(trace, call, error, message):
@@ -338,14 +375,17 @@ def test_latents_on_scene_can_show_one_scene_per_row(scene):
     image, boxes, labels, attn = scene
     flipped = image[::-1, ::-1].copy()
     flipped_boxes = CANVAS - boxes[:, [2, 3, 0, 1]]  # the same objects, turned half a circle
-    fig = viz.plot_latents_on_scene(attn, [image, flipped], boxes=[boxes, flipped_boxes], labels=[labels, labels],
-                                    row_labels=["scene 0", "scene 1"])
+    fig = viz.plot_latents_on_scene(
+        attn, [image, flipped], boxes=[boxes, flipped_boxes], labels=[labels, labels], row_labels=["scene 0", "scene 1"]
+    )
     panels = [ax for ax in fig.axes if ax.images and ax.get_xlabel()]
     # latent 0 looks at the top-left patches: object 0 (class 3) in scene 0, object 1 (class 7) turned into that corner
     assert panels[0].get_xlabel().endswith("on class 3") and panels[3].get_xlabel().endswith("on class 7")
     with pytest.raises(ValueError, match=r"boxes must be a list with one entry per row \(2\)"):
         viz.plot_latents_on_scene(attn, [image, flipped], boxes=boxes)
-    with pytest.raises(ValueError, match=r"image must be one \[H, W\] canvas, or a list of one per row of attn \(2\); got 3"):
+    with pytest.raises(
+        ValueError, match=r"image must be one \[H, W\] canvas, or a list of one per row of attn \(2\); got 3"
+    ):
         viz.plot_latents_on_scene(attn, [image] * 3)
 
 
@@ -358,13 +398,16 @@ def test_class_labels_stay_inside_their_panel(scene):
         panel = ax.get_window_extent()
         for text in ax.texts:
             box = text.get_window_extent()
-            assert panel.y0 - 0.5 <= box.y0 and box.y1 <= panel.y1 + 0.5, f"label {text.get_text()} spills over its panel"
+            assert panel.y0 - 0.5 <= box.y0 and box.y1 <= panel.y1 + 0.5, (
+                f"label {text.get_text()} spills over its panel"
+            )
 
 
 def test_scenes_and_coverage_figures_show_their_data(scene):
     image, boxes, labels, _ = scene
-    fig = viz.plot_scenes(torch.tensor(np.stack([image, image[::-1]]), dtype=torch.float32), [boxes, boxes[:1]],
-                          [labels, labels[:1]])
+    fig = viz.plot_scenes(
+        torch.tensor(np.stack([image, image[::-1]]), dtype=torch.float32), [boxes, boxes[:1]], [labels, labels[:1]]
+    )
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 2 and len(shown[1].patches) == 1
     assert shown[0].get_title() == "scene 0: 2 objects"
@@ -386,11 +429,20 @@ def test_scenes_and_coverage_figures_show_their_data(scene):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda a, i, b: viz.plot_latents_on_scene(a[0, :, :15], i), r"15 weights per row, which do not tile the 16 x 16 canvas"),
-        (lambda a, i, b: viz.plot_latents_on_scene(a, i, row_labels=["one"]), r"row_labels must name each of the 2 rows"),
+        (
+            lambda a, i, b: viz.plot_latents_on_scene(a[0, :, :15], i),
+            r"15 weights per row, which do not tile the 16 x 16 canvas",
+        ),
+        (
+            lambda a, i, b: viz.plot_latents_on_scene(a, i, row_labels=["one"]),
+            r"row_labels must name each of the 2 rows",
+        ),
         (lambda a, i, b: viz.plot_latents_on_scene(a, i, latents=[3]), r"latents\[...\] must be between 0 and 2"),
         (lambda a, i, b: viz.plot_latents_on_scene(a, i, boxes=b[:, :3]), r"boxes must be \[k, 4\] boxes"),
-        (lambda a, i, b: viz.plot_latents_on_scene(a, i[:, :15], grid=(4, 4)), r"grid=\(4, 4\) does not divide the 16 x 15 canvas"),
+        (
+            lambda a, i, b: viz.plot_latents_on_scene(a, i[:, :15], grid=(4, 4)),
+            r"grid=\(4, 4\) does not divide the 16 x 15 canvas",
+        ),
         (lambda a, i, b: viz.plot_latents_on_scene(a, i, vmax=0), r"vmax must be a positive number"),
         (lambda a, i, b: viz.plot_coverage([0.1, 0.2]), r"best_shares must be a dict"),
         (lambda a, i, b: viz.plot_entropy(traced(), limits=(1.0, 1.0)), r"limits must have low < high"),

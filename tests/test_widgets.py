@@ -20,10 +20,22 @@ from matplotlib.figure import Figure
 
 import perceiver_edu as pe
 from perceiver_edu import viz
-from perceiver_edu.explorer import forward, render, widget
+from perceiver_edu.explorer import forward, render
 
-NAMES = ("n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv", "input_kind",
-         "seed", "device", "layer", "head")
+NAMES = (
+    "n_heads",
+    "head_dim",
+    "depth",
+    "n_latents",
+    "context_length",
+    "qk_norm",
+    "latents_in_kv",
+    "input_kind",
+    "seed",
+    "device",
+    "layer",
+    "head",
+)
 NEW_NAMES = ("weights", "scene")  # issue 9: trained weights and the held-out scene they read
 
 
@@ -51,6 +63,7 @@ def shown_map(explorer) -> np.ndarray:
 
 # -- what is there --------------------------------------------------------------------------------
 
+
 def test_controls_by_name_and_defaults(explorer):
     assert set(NAMES) <= set(explorer.controls) and set(NEW_NAMES) <= set(explorer.controls)
     c = explorer.controls
@@ -73,8 +86,14 @@ def test_first_view_and_status(explorer):
     png_pixels(explorer.views["head"].value)
     np.testing.assert_allclose(shown_map(explorer), trace.attentions[0][0, 0].numpy(), rtol=0, atol=0)
     status = explorer.status.value
-    for part in ("[1, 8, 64]", f"{explorer.run.n_params:,} parameters", "device cpu", "forward", " ms",
-                 "random weights, seed 0"):
+    for part in (
+        "[1, 8, 64]",
+        f"{explorer.run.n_params:,} parameters",
+        "device cpu",
+        "forward",
+        " ms",
+        "random weights, seed 0",
+    ):
         assert part in status, part
     assert explorer.run.n_params == sum(p.numel() for p in pe.PerceiverResampler(explorer.run.config).parameters())
 
@@ -84,11 +103,13 @@ def test_displaying_shows_the_whole_ui(explorer):
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.ui.model_id
     text = bundle["text/plain"]
     assert text.startswith("Explorer(depth 2, 4 heads of 16") and "0x" not in text and len(text) < 300
+
     # every control and the tabbed views are inside the displayed box
     def walk(widget):
         yield widget
         for child in getattr(widget, "children", ()):
             yield from walk(child)
+
     inside = {id(x) for x in walk(explorer.ui)}
     assert all(id(c) in inside for c in explorer.controls.values())
     assert all(id(v) in inside for v in explorer.views.values())
@@ -96,6 +117,7 @@ def test_displaying_shows_the_whole_ui(explorer):
 
 
 # -- view changes redraw from the stored trace ----------------------------------------------------
+
 
 @pytest.mark.parametrize("name, value", [("head", 2), ("layer", 1)])
 def test_view_change_redraws_without_running(explorer, name, value):
@@ -118,8 +140,9 @@ def test_in_place_redraw_matches_a_fresh_viz_figure(explorer):
     fast = png_pixels(explorer.views["head"].value)
     trace = explorer.trace
     fresh = Figure(figsize=explorer.figures["head"].get_size_inches(), dpi=render.DPI, layout="constrained")
-    viz.plot_attention_map(trace.attentions[1][0, 3], trace.context_length, fig=fresh,
-                           title=explorer.figures["head"].axes[0].get_title())
+    viz.plot_attention_map(
+        trace.attentions[1][0, 3], trace.context_length, fig=fresh, title=explorer.figures["head"].axes[0].get_title()
+    )
     full = png_pixels(render.figure_png(fresh))
     assert fast.shape == full.shape
     differ = np.abs(fast.astype(int) - full.astype(int)).max(axis=-1) > 40
@@ -189,17 +212,21 @@ def test_image_view_draws_one_latent_over_the_photo(explorer):
 
 # -- architecture changes rebuild and run once ----------------------------------------------------
 
-@pytest.mark.parametrize("name, value, check", [
-    ("n_heads", 2, lambda t, r: t.attentions[0].shape[1] == 2),
-    ("head_dim", 8, lambda t, r: r.config.head_dim == 8),
-    ("depth", 3, lambda t, r: t.depth == 3),
-    ("n_latents", 5, lambda t, r: t.attentions[0].shape[2] == 5 and tuple(r.output.shape) == (1, 5, 64)),
-    ("context_length", 145, lambda t, r: t.context_length == 145 and t.n_keys == 145 + 8),
-    ("qk_norm", True, lambda t, r: r.config.qk_norm),
-    ("latents_in_kv", False, lambda t, r: t.n_keys == 257),
-    ("input_kind", "structured", lambda t, r: r.input_kind == "structured"),
-    ("seed", 7, lambda t, r: r.seed == 7),
-])
+
+@pytest.mark.parametrize(
+    "name, value, check",
+    [
+        ("n_heads", 2, lambda t, r: t.attentions[0].shape[1] == 2),
+        ("head_dim", 8, lambda t, r: r.config.head_dim == 8),
+        ("depth", 3, lambda t, r: t.depth == 3),
+        ("n_latents", 5, lambda t, r: t.attentions[0].shape[2] == 5 and tuple(r.output.shape) == (1, 5, 64)),
+        ("context_length", 145, lambda t, r: t.context_length == 145 and t.n_keys == 145 + 8),
+        ("qk_norm", True, lambda t, r: r.config.qk_norm),
+        ("latents_in_kv", False, lambda t, r: t.n_keys == 257),
+        ("input_kind", "structured", lambda t, r: r.input_kind == "structured"),
+        ("seed", 7, lambda t, r: r.seed == 7),
+    ],
+)
 def test_architecture_change_runs_once(explorer, name, value, check):
     runs, old = explorer.n_runs, explorer.trace
     explorer.controls[name].value = value
@@ -256,6 +283,7 @@ def test_seeded_weights_leave_the_learners_rng_alone():
 
 
 # -- what cannot run gets a message and keeps the view ---------------------------------------------
+
 
 def assert_kept(explorer, png, runs, trace):
     assert explorer.views["head"].value == png and explorer.n_runs == runs and explorer.trace is trace
@@ -336,6 +364,7 @@ def test_few_threads_restores_the_thread_count():
 
 
 # -- 200 random changes in a row --------------------------------------------------------------------
+
 
 def rss_kb() -> int:
     with open("/proc/self/status") as f:
@@ -422,14 +451,17 @@ def test_random_context_is_not_the_latents_themselves():
 
 # -- the package's parts ----------------------------------------------------------------------------
 
+
 def test_the_forward_pass_imports_without_the_widget_toolkit():
     """benchmarks/gpu_check.py runs the explorer's forward pass on machines without ipywidgets."""
     import subprocess
     import sys
 
-    code = ("import sys; import perceiver_edu.explorer.forward as f; "
-            "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'PIL') if m in sys.modules)); "
-            "print(callable(f.run_forward))")
+    code = (
+        "import sys; import perceiver_edu.explorer.forward as f; "
+        "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'PIL') if m in sys.modules)); "
+        "print(callable(f.run_forward))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "True"], out
 
@@ -462,6 +494,7 @@ def test_a_new_view_is_one_registry_entry(monkeypatch):
 
 # -- trained weights (issue 9): the first view means something ---------------------------------------
 
+
 def trained_trace(name: str, scene: int):
     """What the explorer must show for a trained model: its resampler on held-out scene `scene`, run here."""
     model = pe.pretrained(name)
@@ -477,7 +510,11 @@ def test_the_default_is_the_trained_scenes_model_on_a_held_out_scene(trained):
     model = pe.pretrained("scenes")
     config = model.resampler.config
     assert (c["n_heads"].value, c["head_dim"].value, c["depth"].value, c["n_latents"].value) == (
-        config.n_heads, config.head_dim, config.depth, config.n_latents)
+        config.n_heads,
+        config.head_dim,
+        config.depth,
+        config.n_latents,
+    )
     assert (c["qk_norm"].value, c["latents_in_kv"].value) == (False, True)
     assert c["context_length"].value == 64 and trained.trace.context_length == 64  # 8 x 8 patches, no CLS
     expected = trained_trace("scenes", 0)
@@ -526,11 +563,14 @@ def test_qk_norm_and_latents_in_kv_step_between_the_trained_variants(trained, qk
     assert trained.trace.n_keys == (64 + 8 if latents_in_kv else 64)
 
 
-@pytest.mark.parametrize("name, value, why", [
-    ("depth", 3, "depth 3 (trained: 2)"),
-    ("n_heads", 8, "n_heads 8 (trained: 4)"),
-    ("input_kind", "image", "the trained models read scenes, not input 'image'"),
-])
+@pytest.mark.parametrize(
+    "name, value, why",
+    [
+        ("depth", 3, "depth 3 (trained: 2)"),
+        ("n_heads", 8, "n_heads 8 (trained: 4)"),
+        ("input_kind", "image", "the trained models read scenes, not input 'image'"),
+    ],
+)
 def test_an_architecture_without_trained_weights_switches_to_random_and_says_so(trained, name, value, why):
     runs = trained.n_runs
     trained.controls[name].value = value

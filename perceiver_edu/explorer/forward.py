@@ -11,8 +11,9 @@ import contextlib
 import functools
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -135,6 +136,7 @@ def traced(model: torch.nn.Module, context: Tensor, device: str) -> tuple[Tensor
 
 # -- trained weights and their input: held-out scenes ------------------------------------------------
 
+
 def weight_names() -> tuple[str, ...]:
     """What the weights control offers: "random", then every trained scenes model of pe.PRETRAINED.
 
@@ -160,8 +162,11 @@ ARCHITECTURE_FIELDS = ("embed_dim", "n_heads", "head_dim", "depth", "n_latents",
 
 def differences(config: ResamplerConfig, trained: ResamplerConfig) -> list[str]:
     """The explorer's architecture fields where `config` is not the trained model's, as 'depth 3 (trained: 2)'."""
-    return [f"{field} {getattr(config, field)} (trained: {getattr(trained, field)})"
-            for field in ARCHITECTURE_FIELDS if getattr(config, field) != getattr(trained, field)]
+    return [
+        f"{field} {getattr(config, field)} (trained: {getattr(trained, field)})"
+        for field in ARCHITECTURE_FIELDS
+        if getattr(config, field) != getattr(trained, field)
+    ]
 
 
 MIN_SCENE_SIDE = 7  # 7 x 7 patches of 4 pixels: a 28 x 28 canvas, the smallest that holds 4 digits of 8 x 8
@@ -173,7 +178,7 @@ def scene_side(context_length: int) -> int:
     if side * side != context_length or side < MIN_SCENE_SIDE:
         nearest = sorted({max(side, MIN_SCENE_SIDE) ** 2, max(side + 1, MIN_SCENE_SIDE) ** 2})
         raise ValueError(
-            f"context_length must be a square number of patches (g*g, at least {MIN_SCENE_SIDE ** 2}; e.g. 64 = 8 x 8 "
+            f"context_length must be a square number of patches (g*g, at least {MIN_SCENE_SIDE**2}; e.g. 64 = 8 x 8 "
             f"for the 32 x 32 scenes the models trained on, 100, 144) for scene input; got {context_length}. "
             f"The nearest valid lengths are {nearest}"
         )
@@ -212,8 +217,16 @@ def _scene_model(config: ResamplerConfig, seed: int, weights: str) -> torch.nn.M
     return model
 
 
-def run_forward(config: ResamplerConfig, *, input_kind: str = "image", context_length: int = 257, seed: int = 0,
-                device: str = "cpu", weights: str = RANDOM, scene: int = 0) -> Run:
+def run_forward(
+    config: ResamplerConfig,
+    *,
+    input_kind: str = "image",
+    context_length: int = 257,
+    seed: int = 0,
+    device: str = "cpu",
+    weights: str = RANDOM,
+    scene: int = 0,
+) -> Run:
     """Build the resampler (seeded or trained weights), run it once on its context, keep the trace.
 
     Random weights are drawn on the CPU from `seed` whatever the device, so the same settings give
@@ -230,11 +243,25 @@ def run_forward(config: ResamplerConfig, *, input_kind: str = "image", context_l
             context = model.embed(the_scene.images)  # [1, s, e]
         output, trace, seconds = traced(model.resampler, context, device)
         n_params = sum(p.numel() for p in model.resampler.parameters())
-        return Run(config, input_kind, context_length, seed, str(device), output, trace, seconds, n_params,
-                   weights, the_scene, scene)
+        return Run(
+            config,
+            input_kind,
+            context_length,
+            seed,
+            str(device),
+            output,
+            trace,
+            seconds,
+            n_params,
+            weights,
+            the_scene,
+            scene,
+        )
     if weights != RANDOM:
-        raise ValueError(f"the trained model {weights!r} reads scenes: input_kind must be {SCENE!r} with "
-                         f"weights={weights!r}; got {input_kind!r}")
+        raise ValueError(
+            f"the trained model {weights!r} reads scenes: input_kind must be {SCENE!r} with "
+            f"weights={weights!r}; got {input_kind!r}"
+        )
     context = _context(input_kind, context_length, config.embed_dim, seed)  # [1, s, e]
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the learner's RNG
         torch.manual_seed(seed)

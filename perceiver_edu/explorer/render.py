@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import PIL.Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -43,7 +44,8 @@ def _canvas_png(canvas: FigureCanvasAgg) -> bytes:
     rgba = canvas.buffer_rgba()  # [H, W, 4] view of the canvas
     buffer = io.BytesIO()
     PIL.Image.frombuffer("RGBA", (rgba.shape[1], rgba.shape[0]), rgba, "raw", "RGBA", 0, 1).convert("RGB").save(
-        buffer, format="png", compress_level=1)
+        buffer, format="png", compress_level=1
+    )
     return buffer.getvalue()
 
 
@@ -64,8 +66,9 @@ class Blitter:
             if getattr(ax, "_colorbar", None) is not None:  # its ticks follow the new colour scale
                 colour_bars.append(ax)
             else:  # a map (and its zoomed panel): the numbers, the divider, the frame and the title move
-                on_maps += sorted([*ax.images, *ax.lines, *ax.texts, *ax.spines.values(), ax.title],
-                                  key=lambda a: a.get_zorder())
+                on_maps += sorted(
+                    [*ax.images, *ax.lines, *ax.texts, *ax.spines.values(), ax.title], key=lambda a: a.get_zorder()
+                )
         self.moving = on_maps + colour_bars
 
     def png(self) -> bytes:

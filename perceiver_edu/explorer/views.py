@@ -9,8 +9,8 @@ Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
 
 import torch
 from matplotlib.figure import Figure
@@ -30,7 +30,7 @@ class Pick:
     latent: int
 
     @classmethod
-    def clamped(cls, run: Run, layer: int, head: int, latent: int) -> "Pick":
+    def clamped(cls, run: Run, layer: int, head: int, latent: int) -> Pick:
         c = run.config
         return cls(min(layer, c.depth - 1), min(head, c.n_heads - 1), min(latent, c.n_latents - 1))
 
@@ -60,6 +60,7 @@ class View:
 
 
 # -- how each view draws --------------------------------------------------------------------------
+
 
 def _head_title(run: Run, pick: Pick) -> str:
     l, n = run.trace.attentions[pick.layer].shape[-2:]
@@ -104,14 +105,22 @@ def draw_image(fig: Figure, run: Run, pick: Pick) -> None:
         return
     if run.input_kind != "image":
         fig.set_size_inches(6.4, 3.0)
-        message_figure(fig, "attention on the image",
-                       "Choose input 'scene' or 'image' to see the attention on the picture's patches.")
+        message_figure(
+            fig,
+            "attention on the image",
+            "Choose input 'scene' or 'image' to see the attention on the picture's patches.",
+        )
         return
     fig.set_size_inches(6.4, 6.4)  # 640 x 640 pixels at viz.DPI: the patches and the bar labels readable
     s = run.trace.context_length
     row = run.trace.attentions[pick.layer][0, pick.head, pick.latent]  # [n]
-    viz.plot_attention_on_image(row, sample_image(grid_side(s)), context_length=s, fig=fig,
-                                title=f"layer {pick.layer}, head {pick.head}, latent {pick.latent} on the photo")
+    viz.plot_attention_on_image(
+        row,
+        sample_image(grid_side(s)),
+        context_length=s,
+        fig=fig,
+        title=f"layer {pick.layer}, head {pick.head}, latent {pick.latent} on the photo",
+    )
 
 
 SCENE_LATENTS = 8  # latents drawn side by side on a scene; the latent slider pages through more
@@ -128,10 +137,18 @@ def _draw_on_scene(fig: Figure, run: Run, pick: Pick) -> None:
     scene = run.scene
     weights = "random weights" if run.weights == "random" else f"trained {run.weights!r}"
     viz.plot_latents_on_scene(
-        maps, scene.images[0], boxes=scene.boxes[0], labels=scene.labels[0], latents=latents,
-        row_labels=[f"head {pick.head}", "mean of heads"], fig=fig,
-        title=(f"layer {pick.layer}: where each latent looks on held-out scene {run.scene_index} ({weights}); "
-               f"share of its attention on the context, per patch"))
+        maps,
+        scene.images[0],
+        boxes=scene.boxes[0],
+        labels=scene.labels[0],
+        latents=latents,
+        row_labels=[f"head {pick.head}", "mean of heads"],
+        fig=fig,
+        title=(
+            f"layer {pick.layer}: where each latent looks on held-out scene {run.scene_index} ({weights}); "
+            f"share of its attention on the context, per patch"
+        ),
+    )
 
 
 # -- the registry: the order is the order of the tabs; only the visible tab is drawn ----------------

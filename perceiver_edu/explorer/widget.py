@@ -14,9 +14,9 @@ Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim,
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from html import escape
-from collections.abc import Mapping
-from typing import Any, Iterator
+from typing import Any
 
 import ipywidgets as w
 import torch
@@ -27,9 +27,9 @@ from ..device import available_devices, pick_device
 from ..inputs import grid_side
 from ..trace import Trace
 from . import forward
+from . import views as registry
 from .forward import EMBED_DIM, INPUTS, MEMORY_BUDGET_MB, N_SCENES, RANDOM, SCENE, Run
 from .render import Painter
-from . import views as registry
 from .views import Pick
 
 # Every control, its default, and what changing it costs. The defaults are the config a learner
@@ -39,11 +39,29 @@ from .views import Pick
 # IDEFICS' shape of input instead (257 tokens of a real photo), scaled down to redraw instantly.
 DEFAULTS: dict[str, Any] = dict(weights="scenes", scene=0, seed=0, layer=0, head=0, latent=0)  # layer: see __init__
 RANDOM_DEFAULTS: dict[str, Any] = dict(
-    n_heads=4, head_dim=16, depth=2, n_latents=8, context_length=257, qk_norm=False, latents_in_kv=True,
+    n_heads=4,
+    head_dim=16,
+    depth=2,
+    n_latents=8,
+    context_length=257,
+    qk_norm=False,
+    latents_in_kv=True,
     input_kind="image",
 )
-ARCHITECTURE = ("weights", "n_heads", "head_dim", "depth", "n_latents", "context_length", "qk_norm", "latents_in_kv",
-                "input_kind", "scene", "seed", "device")
+ARCHITECTURE = (
+    "weights",
+    "n_heads",
+    "head_dim",
+    "depth",
+    "n_latents",
+    "context_length",
+    "qk_norm",
+    "latents_in_kv",
+    "input_kind",
+    "scene",
+    "seed",
+    "device",
+)
 VIEW = ("layer", "head", "latent")
 # the context length each input falls back to when the current one does not fit it
 FALLBACK_LENGTH = {"image": 257, SCENE: 64}
@@ -51,39 +69,69 @@ FALLBACK_LENGTH = {"image": 257, SCENE: 64}
 
 # -- the widget -----------------------------------------------------------------------------------
 
+
 def _controls(devices: list[str], device: str, weights: tuple[str, ...]) -> dict[str, w.Widget]:
     """The controls, by the names in DESIGN.md. Sliders fire when released, not on every pixel of a drag."""
     style = {"description_width": "100px"}
     box = w.Layout(width="300px")
 
     def slider(description, lo, hi, step=1, tooltip=""):
-        return w.IntSlider(min=lo, max=hi, step=step, description=description, continuous_update=False,
-                           style=style, layout=box, tooltip=tooltip)
+        return w.IntSlider(
+            min=lo,
+            max=hi,
+            step=step,
+            description=description,
+            continuous_update=False,
+            style=style,
+            layout=box,
+            tooltip=tooltip,
+        )
 
     return {
-        "weights": w.Dropdown(options=list(weights), description="weights", style=style, layout=box,
-                              tooltip="random (seeded), or a model trained on scenes of digits (pe.pretrained)"),
+        "weights": w.Dropdown(
+            options=list(weights),
+            description="weights",
+            style=style,
+            layout=box,
+            tooltip="random (seeded), or a model trained on scenes of digits (pe.pretrained)",
+        ),
         "n_heads": slider("heads h", 1, 16, tooltip="attention heads per block"),
         "head_dim": slider("head dim d", 4, 128, 4, tooltip="width of each head"),
         "depth": slider("depth", 1, 12, tooltip="number of blocks (attention + MLP)"),
         "n_latents": slider("latents l", 1, 128, tooltip="how many tokens the context is compressed to"),
-        "context_length": slider("context s", 1, 1025,
-                                 tooltip="context tokens; image input needs g*g + 1, e.g. 65, 145, 257"),
+        "context_length": slider(
+            "context s", 1, 1025, tooltip="context tokens; image input needs g*g + 1, e.g. 65, 145, 257"
+        ),
         "qk_norm": w.Checkbox(description="QK-norm", indent=False, tooltip="LayerNorm over d on q and k"),
-        "latents_in_kv": w.Checkbox(description="latents in keys/values", indent=False,
-                                    tooltip="the Flamingo detail: latents also attend to themselves"),
+        "latents_in_kv": w.Checkbox(
+            description="latents in keys/values",
+            indent=False,
+            tooltip="the Flamingo detail: latents also attend to themselves",
+        ),
         "input_kind": w.Dropdown(options=list(INPUTS), description="input", style=style, layout=box),
-        "scene": w.BoundedIntText(min=0, max=N_SCENES - 1, description="scene", style=style,
-                                  layout=w.Layout(width="190px"),
-                                  tooltip=f"which held-out scene, pe.held_out_scenes({N_SCENES})[i]: never trained on"),
-        "seed": w.BoundedIntText(min=0, max=2**31 - 1, description="seed", continuous_update=False, style=style,
-                                 layout=box,
-                                 tooltip="seeds the random weights and the random, structured or image context"),
+        "scene": w.BoundedIntText(
+            min=0,
+            max=N_SCENES - 1,
+            description="scene",
+            style=style,
+            layout=w.Layout(width="190px"),
+            tooltip=f"which held-out scene, pe.held_out_scenes({N_SCENES})[i]: never trained on",
+        ),
+        "seed": w.BoundedIntText(
+            min=0,
+            max=2**31 - 1,
+            description="seed",
+            continuous_update=False,
+            style=style,
+            layout=box,
+            tooltip="seeds the random weights and the random, structured or image context",
+        ),
         "device": w.Dropdown(options=devices, value=device, description="device", style=style, layout=box),
         "layer": slider("layer", 0, 1),
         "head": slider("head", 0, 3),
-        "latent": slider("latent (image)", 0, 7,
-                         tooltip="which latent the image view shows (on a scene: from which 8)"),
+        "latent": slider(
+            "latent (image)", 0, 7, tooltip="which latent the image view shows (on a scene: from which 8)"
+        ),
     }
 
 
@@ -116,8 +164,9 @@ class Explorer:
     tab_views   the entries of views.VIEWS this explorer shows, in tab order
     """
 
-    def __init__(self, *, embed_dim: int = EMBED_DIM, memory_budget_mb: float = MEMORY_BUDGET_MB,
-                 **settings: Any) -> None:
+    def __init__(
+        self, *, embed_dim: int = EMBED_DIM, memory_budget_mb: float = MEMORY_BUDGET_MB, **settings: Any
+    ) -> None:
         unknown = sorted(set(settings) - set(ARCHITECTURE) - set(VIEW))
         if unknown:
             raise TypeError(f"Explorer got unknown setting(s) {unknown}; settings are {sorted(ARCHITECTURE + VIEW)}")
@@ -136,11 +185,11 @@ class Explorer:
         if device not in devices:  # e.g. "cuda:1" forced through PERCEIVER_EDU_DEVICE
             devices = [device] + devices
         if "device" in settings and settings["device"] not in devices:
-            raise ValueError(f"device must be one of the devices available here, {devices}; "
-                             f"got {settings['device']!r}")
+            raise ValueError(f"device must be one of the devices available here, {devices}; got {settings['device']!r}")
         self.controls = _controls(devices, device, forward.weight_names())
-        self.next_scene = w.Button(description="next scene", layout=w.Layout(width="110px"),
-                                   tooltip="step to the next held-out scene")
+        self.next_scene = w.Button(
+            description="next scene", layout=w.Layout(width="110px"), tooltip="step to the next held-out scene"
+        )
         self.next_scene.add_class("pe-next-scene")
         self.next_scene.on_click(lambda _: self._step_scene())
 
@@ -152,8 +201,9 @@ class Explorer:
             image.add_class(f"pe-view-{key}")  # a handle for the browser test
         for name, control in self.controls.items():
             control.add_class(f"pe-control-{name}")
-        self.tabs = w.Tab(children=[self.views[view.key] for view in self.tab_views],
-                          titles=[view.title for view in self.tab_views])
+        self.tabs = w.Tab(
+            children=[self.views[view.key] for view in self.tab_views], titles=[view.title for view in self.tab_views]
+        )
         self.status = w.HTML(layout=w.Layout(margin="4px 0"))
         self.status.add_class("pe-status")
         self.problem = w.HTML(layout=w.Layout(margin="4px 0"))
@@ -177,19 +227,27 @@ class Explorer:
     # -- layout -----------------------------------------------------------------------------------
     def _layout(self) -> w.VBox:
         c = self.controls
-        def column(title, names):
-            return w.VBox([w.HTML(f"<b>{title}</b>")] + [c[n] for n in names],
-                          layout=w.Layout(width="320px", margin="0 16px 0 0"))
 
-        header = w.HTML("<b>Perceiver Resampler explorer</b>: change the weights, the architecture or the input and "
-                        "the model is built (or loaded) and run once; change layer, head or tab and the stored trace "
-                        "is redrawn.")
-        controls = w.HBox([
-            column("weights and architecture",
-                   ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"]),
-            column("input and device", ["input_kind", "context_length", "seed", "device"]),
-            column("what to show", ["layer", "head", "latent"]),
-        ])
+        def column(title, names):
+            return w.VBox(
+                [w.HTML(f"<b>{title}</b>")] + [c[n] for n in names], layout=w.Layout(width="320px", margin="0 16px 0 0")
+            )
+
+        header = w.HTML(
+            "<b>Perceiver Resampler explorer</b>: change the weights, the architecture or the input and "
+            "the model is built (or loaded) and run once; change layer, head or tab and the stored trace "
+            "is redrawn."
+        )
+        controls = w.HBox(
+            [
+                column(
+                    "weights and architecture",
+                    ["weights", "n_heads", "head_dim", "depth", "n_latents", "qk_norm", "latents_in_kv"],
+                ),
+                column("input and device", ["input_kind", "context_length", "seed", "device"]),
+                column("what to show", ["layer", "head", "latent"]),
+            ]
+        )
         # the scene stepper sits under the input: a number to type and a button for the next one
         controls.children[1].children += (w.HBox([c["scene"], self.next_scene]),)
         ui = w.VBox([header, controls, self.status, self.problem, self.tabs])
@@ -207,7 +265,7 @@ class Explorer:
     def trace(self) -> Trace | None:
         return None if self.run is None else self.run.trace
 
-    def set(self, **values: Any) -> "Explorer":
+    def set(self, **values: Any) -> Explorer:
         """Set several controls at once: one rebuild (if any architecture control changed), one redraw."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
@@ -241,11 +299,12 @@ class Explorer:
         elif isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})")
         elif not control.min <= value <= control.max:
-            why = {"layer": "the model's depth", "head": "its number of heads",
-                   "latent": "its number of latents"}.get(name, "the explorer's range")
+            why = {"layer": "the model's depth", "head": "its number of heads", "latent": "its number of latents"}.get(
+                name, "the explorer's range"
+            )
             raise ValueError(f"{name} must be between {control.min} and {control.max} ({why}); got {value}")
 
-    def show(self, view: str) -> "Explorer":
+    def show(self, view: str) -> Explorer:
         """Bring a view to the front: 'head', 'heads', 'share', 'entropy' or 'image'."""
         keys = [view.key for view in self.tab_views]
         if view not in keys:
@@ -331,8 +390,10 @@ class Explorer:
                 c["context_length"].value = FALLBACK_LENGTH[SCENE]
         if c["input_kind"].value != SCENE:
             c["weights"].value = RANDOM
-            return (f"the trained models read scenes, not input {c['input_kind'].value!r}: "
-                    f"switched to random weights (seed {c['seed'].value})")
+            return (
+                f"the trained models read scenes, not input {c['input_kind'].value!r}: "
+                f"switched to random weights (seed {c['seed'].value})"
+            )
         from ..pretrained import scenes_variant  # here: the trained examples load only when used
 
         variant = scenes_variant(c["qk_norm"].value, c["latents_in_kv"].value)
@@ -342,15 +403,22 @@ class Explorer:
             return f"no trained weights for {', '.join(differ)}: switched to random weights (seed {c['seed'].value})"
         if variant != weights:
             c["weights"].value = variant
-            return (f"QK-norm {c['qk_norm'].value}, latents in kv {c['latents_in_kv'].value}: "
-                    f"trained variant {variant!r}")
+            return (
+                f"QK-norm {c['qk_norm'].value}, latents in kv {c['latents_in_kv'].value}: trained variant {variant!r}"
+            )
         return ""
 
     def _config(self) -> ResamplerConfig:
         s = self._settings()
-        return ResamplerConfig(embed_dim=self.embed_dim, depth=s["depth"], n_heads=s["n_heads"],
-                               head_dim=s["head_dim"], n_latents=s["n_latents"], qk_norm=s["qk_norm"],
-                               latents_in_kv=s["latents_in_kv"])
+        return ResamplerConfig(
+            embed_dim=self.embed_dim,
+            depth=s["depth"],
+            n_heads=s["n_heads"],
+            head_dim=s["head_dim"],
+            n_latents=s["n_latents"],
+            qk_norm=s["qk_norm"],
+            latents_in_kv=s["latents_in_kv"],
+        )
 
     def _rebuild(self, draw: bool = True) -> None:
         """Architecture or input changed: check, build, run once, then redraw the visible view."""
@@ -360,8 +428,15 @@ class Explorer:
             forward.check_budget(config, s["context_length"], self.memory_budget)
             if s["input_kind"] == "image":
                 grid_side(s["context_length"])  # the learner's message about g*g + 1, before any work
-            run = forward.run_forward(config, input_kind=s["input_kind"], context_length=s["context_length"],
-                                      seed=s["seed"], device=s["device"], weights=s["weights"], scene=s["scene"])
+            run = forward.run_forward(
+                config,
+                input_kind=s["input_kind"],
+                context_length=s["context_length"],
+                seed=s["seed"],
+                device=s["device"],
+                weights=s["weights"],
+                scene=s["scene"],
+            )
         except (ValueError, TypeError) as exc:  # a setting that cannot be: the message names the argument
             self._refuse(str(exc))
             return
@@ -375,8 +450,11 @@ class Explorer:
         self.message = ""
         self.problem.value = ""
         with self._hold():  # the view controls follow the new shape; clamping them must not redraw twice
-            for name, top in (("layer", config.depth - 1), ("head", config.n_heads - 1),
-                              ("latent", config.n_latents - 1)):
+            for name, top in (
+                ("layer", config.depth - 1),
+                ("head", config.n_heads - 1),
+                ("latent", config.n_latents - 1),
+            ):
                 self.controls[name].max = top
         self.status.value = self._status_html(run, self.note)
         if draw:
@@ -391,8 +469,9 @@ class Explorer:
         """Say why, keep the last good view."""
         self.message = message
         kept = f" Still showing: {escape(self.describe())}." if self.run is not None else ""
-        self.problem.value = (f"<div style='color:#a40000'><b>Cannot show this setting.</b> {escape(message)}"
-                              f"{kept}</div>")
+        self.problem.value = (
+            f"<div style='color:#a40000'><b>Cannot show this setting.</b> {escape(message)}{kept}</div>"
+        )
 
     # -- drawing ------------------------------------------------------------------------------------
     def _pick(self, run: Run) -> Pick:
@@ -421,19 +500,23 @@ class Explorer:
             return "nothing run yet"
         c = run.config
         what = f"held-out scene {run.scene_index}" if run.input_kind == SCENE else f"{run.input_kind} input"
-        return (f"depth {c.depth}, {c.n_heads} heads of {c.head_dim}, {c.n_latents} latents, "
-                f"{what} of {run.context_length} tokens, qk_norm={c.qk_norm}, "
-                f"latents_in_kv={c.latents_in_kv}, {_weights_text(run)}, {run.device}")
+        return (
+            f"depth {c.depth}, {c.n_heads} heads of {c.head_dim}, {c.n_latents} latents, "
+            f"{what} of {run.context_length} tokens, qk_norm={c.qk_norm}, "
+            f"latents_in_kv={c.latents_in_kv}, {_weights_text(run)}, {run.device}"
+        )
 
     @staticmethod
     def _status_html(run: Run, note: str = "") -> str:
         shape = list(run.output.shape)
         t = run.trace
         said = f"<br><b style='color:#8a5a00'>{escape(note, quote=False)}</b>" if note else ""
-        return (f"<span style='font-family:monospace'>{escape(_weights_text(run), quote=False)} · "
-                f"output [b, l, e] = {shape} · {run.n_params:,} parameters · device {escape(run.device)} · "
-                f"forward {run.seconds * 1e3:.1f} ms · "
-                f"attention [b, h, l, n] = {list(t.attentions[0].shape)} per layer</span>{said}")
+        return (
+            f"<span style='font-family:monospace'>{escape(_weights_text(run), quote=False)} · "
+            f"output [b, l, e] = {shape} · {run.n_params:,} parameters · device {escape(run.device)} · "
+            f"forward {run.seconds * 1e3:.1f} ms · "
+            f"attention [b, h, l, n] = {list(t.attentions[0].shape)} per layer</span>{said}"
+        )
 
 
 def _weights_text(run: Run) -> str:

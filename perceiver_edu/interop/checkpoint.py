@@ -116,7 +116,9 @@ def _checkpoint_files(path: Path) -> list[Path]:
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"cannot read the shard index {index}: expected JSON with a 'weight_map' ({err!r})") from None
+                raise ValueError(
+                    f"cannot read the shard index {index}: expected JSON with a 'weight_map' ({err!r})"
+                ) from None
             # open only the shards that hold resampler tensors
             shards = sorted({shard for key, shard in weight_map.items() if PREFIX in key or key.startswith("latents")})
             absent = [shard for shard in shards if not (path / shard).is_file()]

@@ -7,7 +7,8 @@ relative needs only its table.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -77,9 +78,7 @@ def load_state_dict_strict(model: PerceiverResampler, state: dict[str, Tensor]) 
             lines.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
         if wrong:
             lines.append(f"shapes that do not match ({len(wrong)}): {'; '.join(wrong)}")
-        raise ValueError(
-            f"the weights do not fit a resampler with {model.config}:\n  " + "\n  ".join(lines)
-        )
+        raise ValueError(f"the weights do not fit a resampler with {model.config}:\n  " + "\n  ".join(lines))
     model.load_state_dict(state, strict=True)
 
 
@@ -105,7 +104,9 @@ def require(model: Any, reference: str, **expected: Any) -> None:
         if getattr(cfg, name) != value
     ]
     if wrong:
-        raise ValueError("; ".join(wrong) + f". Build the model with these fields (ResamplerConfig.replace) to export it")
+        raise ValueError(
+            "; ".join(wrong) + ". Build the model with these fields (ResamplerConfig.replace) to export it"
+        )
 
 
 def describe(module: Any) -> str:

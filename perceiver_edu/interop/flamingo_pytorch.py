@@ -45,10 +45,17 @@ def flamingo_config(resampler: nn.Module, **sizes: int) -> ResamplerConfig:
     n_heads = int(attention.heads)
     hidden = feed_forward[1].out_features
     if hidden != 4 * embed_dim:
-        raise ValueError(f"the resampler's MLP is {hidden} wide (ff_mult={hidden / embed_dim:g}); only ff_mult=4 is supported")
+        raise ValueError(
+            f"the resampler's MLP is {hidden} wide (ff_mult={hidden / embed_dim:g}); only ff_mult=4 is supported"
+        )
     return ResamplerConfig(
-        embed_dim=int(embed_dim), depth=len(resampler.layers), n_heads=n_heads,
-        head_dim=attention.to_q.out_features // n_heads, n_latents=int(n_latents), mlp="gelu", **sizes,
+        embed_dim=int(embed_dim),
+        depth=len(resampler.layers),
+        n_heads=n_heads,
+        head_dim=attention.to_q.out_features // n_heads,
+        n_latents=int(n_latents),
+        mlp="gelu",
+        **sizes,
     )
 
 

@@ -19,16 +19,30 @@ from .common import build, detached, require, wrong_module
 
 NAME = "IDEFICS"
 # what an IDEFICS resampler is, in our config's terms (every other seam at its IDEFICS default)
-SEAMS = dict(norm="layer", mlp="relu", n_kv_heads=None, latents_init="randn", n_media_embeds=0,
-             n_frame_embeds=0, accepts_mask=False, subtract_max=True, norm_eps=None, latents_in_kv=True)
+SEAMS = dict(
+    norm="layer",
+    mlp="relu",
+    n_kv_heads=None,
+    latents_init="randn",
+    n_media_embeds=0,
+    n_frame_embeds=0,
+    accepts_mask=False,
+    subtract_max=True,
+    norm_eps=None,
+    latents_in_kv=True,
+)
 
 
 def from_idefics(hf_resampler: nn.Module) -> PerceiverResampler:
     """A PerceiverResampler with the architecture and weights of a transformers IdeficsPerceiverResampler."""
     needed = ("embed_dim", "n_heads", "head_dim", "n_latents", "blocks", "latents")
     if not isinstance(hf_resampler, nn.Module) or not all(hasattr(hf_resampler, name) for name in needed):
-        raise wrong_module("hf_resampler", "a transformers IdeficsPerceiverResampler", hf_resampler,
-                           " (e.g. model.model.perceiver_resampler)")
+        raise wrong_module(
+            "hf_resampler",
+            "a transformers IdeficsPerceiverResampler",
+            hf_resampler,
+            " (e.g. model.model.perceiver_resampler)",
+        )
     config = ResamplerConfig(
         embed_dim=int(hf_resampler.embed_dim),
         depth=len(hf_resampler.blocks),

@@ -41,7 +41,9 @@ def config_from_perceiver_config(perceiver: Any, **overrides: Any) -> ResamplerC
     cfg = perceiver.to_dict() if hasattr(perceiver, "to_dict") else dict(perceiver)
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
-        raise ValueError(f"the Idefics2 resampler's hidden_act is {act!r}; only 'silu' (SwiGLU, as Idefics2 ships) is supported")
+        raise ValueError(
+            f"the Idefics2 resampler's hidden_act is {act!r}; only 'silu' (SwiGLU, as Idefics2 ships) is supported"
+        )
     try:
         n_heads = cfg.get("resampler_n_heads", 16)
         values = dict(
@@ -63,8 +65,12 @@ def config_from_perceiver_config(perceiver: Any, **overrides: Any) -> ResamplerC
 def from_idefics2(hf_resampler: nn.Module) -> PerceiverResampler:
     """A PerceiverResampler with the architecture and weights of a transformers Idefics2PerceiverResampler."""
     if not isinstance(hf_resampler, nn.Module) or type(hf_resampler).__name__ != "Idefics2PerceiverResampler":
-        raise wrong_module("hf_resampler", "a transformers Idefics2PerceiverResampler", hf_resampler,
-                           " (e.g. model.model.connector.perceiver_resampler)")
+        raise wrong_module(
+            "hf_resampler",
+            "a transformers Idefics2PerceiverResampler",
+            hf_resampler,
+            " (e.g. model.model.connector.perceiver_resampler)",
+        )
     config = config_from_perceiver_config(hf_resampler.config)
     state = rename(dict(hf_resampler.state_dict()), KEYS, config.depth, to_ours=True)
     return build(config, state, hf_resampler.latents)
@@ -72,7 +78,9 @@ def from_idefics2(hf_resampler: nn.Module) -> PerceiverResampler:
 
 def to_idefics2_state_dict(model: PerceiverResampler) -> dict[str, Tensor]:
     """Our weights under Idefics2PerceiverResampler's keys (detached), loadable with strict=True."""
-    require(model, NAME, norm="rms", mlp="swiglu", qk_norm=False, latents_in_kv=True, n_media_embeds=0, n_frame_embeds=0)
+    require(
+        model, NAME, norm="rms", mlp="swiglu", qk_norm=False, latents_in_kv=True, n_media_embeds=0, n_frame_embeds=0
+    )
     return detached(rename(model.state_dict(), KEYS, model.config.depth, to_ours=False))
 
 

@@ -33,21 +33,30 @@ def load_helpers() -> ModuleType:
     Raises ImportError with the install command when open-flamingo is not installed.
     """
     spec = importlib.util.find_spec("open_flamingo")
-    path = Path(list(spec.submodule_search_locations)[0]) / "src" / "helpers.py" if spec and spec.submodule_search_locations else None
+    path = (
+        Path(list(spec.submodule_search_locations)[0]) / "src" / "helpers.py"
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if path is None or not path.is_file():
         raise ImportError(f"open-flamingo is not installed; install it with: {INSTALL}")
     module_spec = importlib.util.spec_from_file_location("open_flamingo_helpers", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
+
+
 KEYS = FLAMINGO_KEYS + (("media_embeds", "media_time_embs"), ("frame_embeds", "frame_embs"))
 
 
 def from_open_flamingo(resampler: nn.Module) -> PerceiverResampler:
     """A PerceiverResampler with the architecture and weights of OpenFlamingo's PerceiverResampler."""
-    if not (isinstance(resampler, nn.Module) and hasattr(resampler, "media_time_embs") and hasattr(resampler, "frame_embs")):
-        raise wrong_module("resampler", "OpenFlamingo's helpers.PerceiverResampler (with media_time_embs, frame_embs)",
-                           resampler)
+    if not (
+        isinstance(resampler, nn.Module) and hasattr(resampler, "media_time_embs") and hasattr(resampler, "frame_embs")
+    ):
+        raise wrong_module(
+            "resampler", "OpenFlamingo's helpers.PerceiverResampler (with media_time_embs, frame_embs)", resampler
+        )
     media, frames = resampler.media_time_embs, resampler.frame_embs
     config = flamingo_config(
         resampler,
