@@ -717,3 +717,32 @@ def train_flamingo(
     )
     model.freeze_()  # (train() put everything in eval mode; nothing frozen was touched)
     return result
+
+
+def image_flops(model: TinyFlamingo, words: int = CAPTION_LENGTH) -> dict[str, int]:
+    """FLOPs of one caption of `words` tokens, counted by PyTorch's FlopCounterMode (matrix products):
+
+    vision_flops     the frozen encoder on one image
+    resampler_flops  the resampler (0 without one)
+    lm_flops         the frozen LM alone on the words
+    reading_flops    what reading the image adds on the LM's side: the gated layers, or the LM's work on
+                     the l extra tokens (feed="tokens"); the figure chapter 6's cost compares
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn) -> int:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fn()
+        return int(counter.get_total_flops())
+
+    images = torch.zeros(1, CANVAS, CANVAS)
+    tokens = encode(["1 2 3 4"], words)[:, :words]
+    vision = count(lambda: model.vision(images))
+    media = model.vision(images)
+    resampler = count(lambda: model.resampler(media)) if model.resampler is not None else 0
+    lm = count(lambda: model.lm(tokens))
+    total = count(lambda: model(images, tokens))
+    return dict(
+        vision_flops=vision, resampler_flops=resampler, lm_flops=lm, reading_flops=total - vision - resampler - lm
+    )

@@ -15,11 +15,13 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from . import flamingo
 from .pretrained import PRETRAINED, RECIPES, WEIGHTS, check_name
 from .scenes import evaluate, held_out_scenes, scenes_config, train_scenes
 from .toy import default_config, train_digits
 
 HELD_OUT = dict(n=1000, seed=0)  # the held-out scenes the figures in NAME.json are measured on
+SCENES = f"held_out_scenes(n={HELD_OUT['n']}, seed={HELD_OUT['seed']})"
 
 
 def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -27,7 +29,10 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
     recipe = RECIPES[check_name(name)]
     steps = recipe["steps"] if steps is None else steps
     cpu_start = time.process_time()  # CPU time of this process: what the run costs, whatever the machine's load
-    if recipe["task"] == "digits":
+    if recipe["task"] in ("tiny-lm", "tiny-flamingo"):
+        result, info = train_tiny(recipe, steps, progress)
+        cpu_seconds = time.process_time() - cpu_start
+    elif recipe["task"] == "digits":
         config = default_config(**recipe["config"])
         result = train_digits(config, steps=steps, seed=recipe["seed"], progress=progress)
         cpu_seconds = time.process_time() - cpu_start
@@ -56,6 +61,7 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
         cpu_seconds=round(cpu_seconds, 1),
         threads=1,
         history=result.history,
+        first_losses=getattr(result, "first_losses", []),
         command=f"python -m perceiver_edu.train {name}" + ("" if steps == recipe["steps"] else f" --steps {steps}"),
     )
     out = Path(out)
@@ -65,6 +71,25 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
     (out / f"{name}.json").write_text(json.dumps(info, indent=1) + "\n")
     (out / f"{name}.safetensors").chmod(0o644)  # readable by all, like the rest of an installed package
     return info
+
+
+def train_tiny(recipe: dict[str, Any], steps: int, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Chapter 7's two models: the LM on captions alone, or the tiny Flamingo around the shipped "tiny-lm"."""
+    scenes = held_out_scenes(**HELD_OUT)
+    targets = flamingo.captions(scenes)
+    if recipe["task"] == "tiny-lm":
+        config = flamingo.LMConfig(**recipe["config"])
+        result = flamingo.pretrain_lm(config, steps=steps, seed=recipe["seed"], progress=progress, **recipe["training"])
+        alone = flamingo.caption_scores(flamingo.generate(result.model, None, n=len(scenes)), targets)
+        return result, dict(task="tiny-lm", config=config.to_dict(), held_out=dict(alone, scenes=SCENES))
+    from .pretrained import pretrained
+
+    model = flamingo.build_flamingo(pretrained("tiny-lm"), seed=recipe["seed"], **recipe["model"])
+    result = flamingo.train_flamingo(model, steps=steps, seed=recipe["seed"], progress=progress, **recipe["training"])
+    figures = flamingo.evaluate_captions(model, scenes)
+    alone = flamingo.caption_scores(flamingo.generate(model.lm, None, n=len(scenes)), targets)
+    figures.update({f"lm_alone_{k}": v for k, v in alone.items()}, gates=model.gates(), scenes=SCENES)
+    return result, dict(task="tiny-flamingo", model=model.spec(), held_out=figures)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -178,3 +178,34 @@ def test_bad_inputs_get_clear_messages():
 
     with pytest.raises(TypeError, match="GatedCrossAttentionBlock"):
         from_flamingo_pytorch_gated(torch.nn.Linear(2, 2))
+
+
+def test_the_shipped_tiny_flamingo_loads_and_keeps_the_shipped_lm():
+    import importlib
+
+    P = importlib.import_module("perceiver_edu.pretrained")
+    model, lm = pe.pretrained("tiny-flamingo"), pe.pretrained("tiny-lm")
+    info = P.pretrained_info("tiny-flamingo")
+    assert isinstance(model, fl.TinyFlamingo) and isinstance(lm, fl.TinyLM)
+    assert not any(p.requires_grad for p in model.lm.parameters()) and not any(
+        p.requires_grad for p in model.vision.parameters()
+    )
+    for name, value in model.lm.state_dict().items():  # the frozen LM inside is the shipped LM, bit for bit
+        assert torch.equal(value, lm.state_dict()[name]), name
+    assert model.gates() == info["held_out"]["gates"]
+    assert len(info["first_losses"]) == 20 and "attn_gate_0" in info["history"]
+    scenes = pe.held_out_scenes(200, seed=5)
+    figures = fl.evaluate_captions(model, scenes)
+    alone = fl.caption_scores(fl.generate(model.lm, None, n=len(scenes)), fl.captions(scenes))
+    assert figures["word_accuracy"] > alone["word_accuracy"] + 50  # the image is read: far above the LM's guess
+
+
+def test_word_maps_are_distributions_over_the_patches():
+    from perceiver_edu import flamingo_viz as fv
+
+    model = pe.pretrained("tiny-flamingo")
+    scenes = pe.held_out_scenes(3, seed=6)
+    said = fl.generate(model, scenes.images)
+    maps = fv.word_pixel_maps(model, scenes.images, said)
+    assert maps.shape == (3, fl.CAPTION_LENGTH - 1, 8, 8)
+    torch.testing.assert_close(maps.sum((-1, -2)), torch.ones(3, fl.CAPTION_LENGTH - 1))
