@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from . import steps
 from .config import ResamplerConfig
-from .modules import FeedForward, LayerNorm, PerceiverResampler
+from .modules import FeedForward, LayerNorm, PerceiverResampler, scale_qk_
 from .scenes import (
     BACKBONE_CHANNELS,
     CANVAS,
@@ -651,9 +651,14 @@ def build_flamingo(
     resampler_depth: int = 2,
     cross_layers: tuple[int, ...] | None = None,
     feed: str = "resampler",
+    qk_init_gain: float = 1.0,
     seed: int = 0,
 ) -> TinyFlamingo:
-    """A TinyFlamingo around a (trained) LM and the frozen "scenes" vision encoder, its new parts seeded."""
+    """A TinyFlamingo around a (trained) LM and the frozen "scenes" vision encoder, its new parts seeded.
+
+    qk_init_gain scales the resampler's q and k projections at the start (`modules.scale_qk_`), as the
+    scenes model does: the latents start with sharper, more different views.
+    """
     if not isinstance(lm, TinyLM):
         raise TypeError(f"lm must be a flamingo.TinyLM (e.g. pe.pretrained('tiny-lm')); got {type(lm).__name__}")
     if vision is None:
@@ -663,7 +668,10 @@ def build_flamingo(
     torch.manual_seed(seed)
     e = lm.config.embed_dim
     config = ResamplerConfig(embed_dim=e, depth=resampler_depth, n_heads=4, head_dim=16, n_latents=n_latents)
-    return TinyFlamingo(lm.eval(), vision.eval(), config, cross_layers=cross_layers, feed=feed)
+    model = TinyFlamingo(lm.eval(), vision.eval(), config, cross_layers=cross_layers, feed=feed)
+    if model.resampler is not None and qk_init_gain != 1.0:
+        scale_qk_(model.resampler, qk_init_gain)
+    return model
 
 
 def train_flamingo(
