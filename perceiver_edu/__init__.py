@@ -5,7 +5,7 @@ model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
 latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
 """
 
-from . import cost, digits, scenes, steps, training
+from . import cost, digits, flamingo, scenes, steps, training
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
 from .digits import DigitClassifier, load_digits_split, train_digits
@@ -46,6 +46,7 @@ __all__ = [
     "context_share",
     "cost",
     "digits",
+    "flamingo",
     "held_out_scenes",
     "image_attention",
     "image_entropy",

@@ -35,7 +35,8 @@ def plot_captions(images: Tensor, targets: list[str], predicted: list[str], titl
 
 
 def plot_gates(history: dict[str, list[float]], title: str) -> Figure:
-    """Left: the training loss over steps; right: tanh(alpha) of each gated layer's two branches over the same steps."""
+    """Left: the training loss (and held-out word accuracy) over steps; right: tanh(alpha) of each gated layer's
+    two branches over the same steps, from 0 at step 0. history: a TrainResult's, from flamingo.train_flamingo."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
     steps = history["step"]
     left.plot(steps, history["loss"], color="black", marker=".")
@@ -53,7 +54,9 @@ def plot_gates(history: dict[str, list[float]], title: str) -> Figure:
         kind, index = key.split("_gate_")
         style = "-" if kind == "attn" else ":"
         label = f"layer {index}: {'attention' if kind == 'attn' else 'feed-forward'}"
-        right.plot(steps, history[key], style, marker=".", color=colours(int(index) / max(1, n - 1) * 0.8), label=label)
+        # every gate starts closed, tanh(0) = 0, by construction: the curve starts there at step 0
+        xs, ys = [0, *steps], [0.0, *history[key]]
+        right.plot(xs, ys, style, marker=".", color=colours(int(index) / max(1, n - 1) * 0.8), label=label)
     right.axhline(0, color="grey", linewidth=0.5)
     right.set_xlabel("training step")
     right.set_ylabel("tanh(alpha)")
