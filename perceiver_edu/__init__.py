@@ -5,12 +5,12 @@ model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
 latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
 """
 
-from . import cost, scenes, steps, toy
+from . import cost, interop, scenes, steps, toy
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
 from .fast import FastResampler
 from .inputs import INPUT_KINDS, make_context
-from .interop import load_checkpoint, load_idefics_checkpoint
+from .interop import load_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
 from .pretrained import PRETRAINED, held_out_scenes, pretrained, pretrained_info, scenes_variant
 from .scenes import SceneModel, Scenes, make_scenes, train_scenes
@@ -46,9 +46,9 @@ __all__ = [
     "context_share",
     "cost",
     "held_out_scenes",
+    "interop",
     "load_digits_split",
     "load_checkpoint",
-    "load_idefics_checkpoint",
     "make_context",
     "make_scenes",
     "pick_device",

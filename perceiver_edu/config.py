@@ -187,27 +187,3 @@ class ResamplerConfig:
     def tiny(cls, **overrides: Any) -> ResamplerConfig:
         """Small enough to print, plot and run in milliseconds on a laptop CPU."""
         return cls(**{**dict(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=8), **overrides})
-
-    @classmethod
-    def from_idefics(cls, hf_config: Any, **overrides: Any) -> ResamplerConfig:
-        """Read the resampler's sizes from a transformers `IdeficsConfig` (or its dict form, as in config.json)."""
-        cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
-        perceiver = cfg.get("perceiver_config")
-        vision = cfg.get("vision_config")
-        if not isinstance(perceiver, dict) or not isinstance(vision, dict):
-            raise ValueError(
-                "hf_config must be an IdeficsConfig (or its dict) with 'perceiver_config' and 'vision_config'; "
-                f"got keys {sorted(cfg)[:12]}"
-            )
-        try:
-            values = dict(
-                embed_dim=vision["embed_dim"],
-                depth=perceiver["resampler_depth"],
-                n_heads=perceiver["resampler_n_heads"],
-                head_dim=perceiver["resampler_head_dim"],
-                n_latents=perceiver["resampler_n_latents"],
-                qk_norm=bool(perceiver.get("qk_layer_norms_perceiver", False)),
-            )
-        except KeyError as missing:
-            raise ValueError(f"hf_config is missing {missing}, which the resampler's size is read from") from None
-        return cls(**{**values, **overrides})

@@ -1,8 +1,8 @@
 """PerceiverAttention, FeedForward and PerceiverResampler: the weights, and the steps in order.
 
 The modules hold parameters under the names transformers gives IDEFICS' resampler
-(`blocks.{i}.0.q_proj`, `blocks.{i}.1.fc`, ...), so an IDEFICS state dict moves across unchanged;
-the other references' names are mapped in `perceiver_edu/interop/`, one module per reference.
+(`blocks.{i}.0.q_proj`, `blocks.{i}.1.fc`, ...), so that a learner recognises them. Moving weights to
+and from other implementations is not this file's job: see `perceiver_edu/interop/`.
 Their forward passes only call the step functions in `steps.py`: there is no second implementation.
 
 The family's seams (see `ResamplerConfig`) are read once, here, when the parts are built: which norm
@@ -214,78 +214,6 @@ class PerceiverResampler(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.to_dict().items())
-
-    # -- other implementations (perceiver_edu/interop/, registered when perceiver_edu is imported) ----
-    @classmethod
-    def from_idefics(cls, hf_resampler: nn.Module) -> PerceiverResampler:
-        """A copy of a transformers `IdeficsPerceiverResampler`, same weights, same outputs."""
-        return converter("idefics").load(hf_resampler)
-
-    def to_idefics_state_dict(self) -> dict[str, Tensor]:
-        """The weights under the keys transformers uses, ready for `IdeficsPerceiverResampler.load_state_dict`."""
-        return converter("idefics").export(self)
-
-    @classmethod
-    def from_idefics2(cls, hf_resampler: nn.Module) -> PerceiverResampler:
-        """A copy of a transformers `Idefics2PerceiverResampler`; call it as `model(context, attention_mask=mask)`."""
-        return converter("idefics2").load(hf_resampler)
-
-    def to_idefics2_state_dict(self) -> dict[str, Tensor]:
-        """The weights under `Idefics2PerceiverResampler`'s keys, loadable with strict=True."""
-        return converter("idefics2").export(self)
-
-    @classmethod
-    def from_flamingo_pytorch(cls, resampler: nn.Module) -> PerceiverResampler:
-        """A copy of lucidrains' `flamingo_pytorch.PerceiverResampler`; takes x [b, m, s, e] as it does."""
-        return converter("flamingo_pytorch").load(resampler)
-
-    def to_flamingo_pytorch_state_dict(self) -> dict[str, Tensor]:
-        """The weights under flamingo-pytorch's keys (k and v fused into `to_kv`), loadable with strict=True."""
-        return converter("flamingo_pytorch").export(self)
-
-    @classmethod
-    def from_open_flamingo(cls, resampler: nn.Module) -> PerceiverResampler:
-        """A copy of OpenFlamingo's `helpers.PerceiverResampler`; takes x [b, T, F, v, e] as it does."""
-        return converter("open_flamingo").load(resampler)
-
-    def to_open_flamingo_state_dict(self) -> dict[str, Tensor]:
-        """The weights under OpenFlamingo's keys (k and v fused into `to_kv`), loadable with strict=True."""
-        return converter("open_flamingo").export(self)
-
-
-class Converter:
-    """How weights move between this package and one other implementation (filled in by interop/).
-
-    load    the other implementation's module -> a PerceiverResampler with the same weights
-    export  a PerceiverResampler -> a state dict under the other implementation's keys
-    """
-
-    def __init__(
-        self,
-        name: str,
-        load: Callable[[nn.Module], PerceiverResampler],
-        export: Callable[[PerceiverResampler], dict[str, Tensor]],
-    ) -> None:
-        self.name, self.load, self.export = name, load, export
-
-
-# The registry is how `PerceiverResampler.from_x` reaches `perceiver_edu.interop.x` without this core
-# module importing interop: interop imports modules (arrows point down) and registers its converters
-# here when `perceiver_edu` is imported. A new relative adds one interop module and one register() call.
-CONVERTERS: dict[str, Converter] = {}
-
-
-def register_converter(converter_: Converter) -> None:
-    CONVERTERS[converter_.name] = converter_
-
-
-def converter(name: str) -> Converter:
-    if name not in CONVERTERS:
-        # importing the package (`import perceiver_edu`) fills the registry; modules.py alone does not
-        import importlib
-
-        importlib.import_module(f"{__package__}.interop")
-    return CONVERTERS[name]
 
 
 @torch.no_grad()

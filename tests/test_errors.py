@@ -99,9 +99,9 @@ def test_unknown_field_in_replace_and_bad_config_argument():
 
 def test_from_idefics_config_missing_fields():
     with pytest.raises(ValueError, match="perceiver_config"):
-        pe.ResamplerConfig.from_idefics({"vision_config": {"embed_dim": 8}})
+        pe.interop.config_from_idefics({"vision_config": {"embed_dim": 8}})
     with pytest.raises(ValueError, match="missing 'resampler_depth'"):
-        pe.ResamplerConfig.from_idefics({"vision_config": {"embed_dim": 8}, "perceiver_config": {}})
+        pe.interop.config_from_idefics({"vision_config": {"embed_dim": 8}, "perceiver_config": {}})
 
 
 def test_make_context_bad_kind_and_image_length():
