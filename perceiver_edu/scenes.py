@@ -31,6 +31,7 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from . import checks
 from .config import ResamplerConfig
 from .modules import PerceiverResampler, scale_qk_
 from .toy import (
@@ -125,8 +126,7 @@ def _draw(
 
 
 def _check_scene_args(n: Any, canvas: Any, min_objects: Any, max_objects: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive int (how many scenes); got {n!r}")
+    checks.positive_int("n", n, " (how many scenes)")
     if isinstance(canvas, bool) or not isinstance(canvas, int) or canvas < 2 * SIDE:
         raise ValueError(
             f"canvas must be an int of at least {2 * SIDE} pixels (room for two 8 x 8 digits); got {canvas!r}"

@@ -50,18 +50,30 @@ def test_non_finite_context_is_refused_with_position(model):
     context[0, 3, 7] = float("nan")
     context[0, 4, 0] = float("inf")
     with pytest.raises(
-        ValueError, match=r"2 NaN or infinite value\(s\), the first at index \(0, 3, 7\).*check_finite=False"
+        ValueError, match=r"2 NaN or infinite value\(s\), the first at index \(0, 3, 7\).*model.check_finite = False"
     ):
         model(context)
 
 
 def test_finite_check_can_be_switched_off():
     torch.manual_seed(0)
-    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(check_finite=False))
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+    model.check_finite = False  # a policy of the run, not part of the architecture (not in the config)
+    assert "check_finite" not in model.config.to_dict()
     context = torch.randn(1, 5, 32)
     context[0, 3, 7] = float("nan")
     _, trace = model(context, return_trace=True)  # runs, and the NaN spreads as a learner can then see
     assert torch.isnan(trace.attentions[0]).all()
+
+
+def test_the_fast_path_follows_the_models_finite_policy():
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+    context = torch.randn(1, 5, 32)
+    context[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"1 NaN or infinite value\(s\), the first at index \(0, 1, 2\)"):
+        pe.FastResampler(model)(context)
+    model.check_finite = False
+    assert torch.isnan(pe.FastResampler(model)(context)).all()
 
 
 def test_context_on_another_device(model):

@@ -8,7 +8,7 @@ from pathlib import Path
 import perceiver_edu as pe
 
 ROOT = Path(pe.__file__).parent
-CORE = ("config", "steps", "modules", "trace")
+CORE = ("config", "checks", "steps", "modules", "trace")
 
 
 def module_name(path: Path) -> str:
