@@ -93,3 +93,27 @@ def test_running_the_core_imports_nothing_more():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_import_stays_light_until_a_name_is_used():
+    """`import perceiver_edu` loads no scipy, safetensors, matplotlib or ipywidgets; using a name loads its module."""
+    heavy = ("scipy", "safetensors", "matplotlib", "ipywidgets")
+    code = (
+        "import sys\n"
+        "import perceiver_edu as pe\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        "pe.pretrained('digits')\n"  # safetensors for the weights; the digits task needs no scipy
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        "import perceiver_edu.explorer.forward  # binds the submodule `pretrained`: the function must win\n"
+        "print(callable(pe.pretrained) and pe.pretrained.__name__ == 'pretrained', pe.held_out_scenes.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == "['safetensors']"
+    assert out[2] == "True perceiver_edu.scenes"
+
+
+def test_every_public_name_resolves():
+    code = "import perceiver_edu as pe\nprint(all(getattr(pe, n) is not None for n in pe.__all__))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
