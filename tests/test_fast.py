@@ -31,9 +31,9 @@ VARIANTS = [  # (arrangement, sdpa)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("latents_in_kv", [True, False])
+@pytest.mark.parametrize("latents_in_kv", [True, pytest.param(False, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("qk_norm", [False, True])
-@pytest.mark.parametrize("depth", [1, 2, 6])
+@pytest.mark.parametrize("depth", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow)])
 def test_fast_equals_the_step_model(depth, qk_norm, latents_in_kv, device, sizes, exact_cuda_matmul, perturbed):
     """To 1e-5 in float32, over the parity test's head layouts, batch sizes and context lengths."""
     for (n_heads, head_dim), batch in zip(sizes.head_layouts, (1, 2, 3, 4)):
@@ -72,6 +72,7 @@ def test_fast_equals_transformers_at_the_idefics_scale(hf_idefics_resampler):
             torch.testing.assert_close(fast(context), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_long_context_stays_within_1e4(perturbed):
     """s = 4096: the absorbed sums run over e = 1280 per score instead of d = 96; still close (see fast.py)."""
     model = perturbed(pe.ResamplerConfig.idefics(depth=1))

@@ -12,7 +12,7 @@ import perceiver_edu as pe
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
-@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("depth", [1, *(pytest.param(d, marks=pytest.mark.slow) for d in (2, 3, 4, 5, 6))])
 def test_from_idefics_matches_transformers(depth, qk_norm, hf_idefics_resampler, sizes):
     """transformers -> ours: outputs agree to 1e-5 over head layouts, batch sizes and context lengths."""
     for (n_heads, head_dim), batch in zip(sizes.head_layouts, (1, 2, 3, 4)):

@@ -1,9 +1,12 @@
 """The package's layout: the core knows nothing of what is built around it, and no import goes in a circle."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import perceiver_edu as pe
 
@@ -80,40 +83,46 @@ def test_the_model_class_has_no_reference_named_methods():
     assert callable(pe.interop.from_idefics) and callable(pe.interop.to_idefics2)
 
 
-def test_running_the_core_imports_nothing_more():
-    """A forward pass after `import perceiver_edu.modules` loads no module of the package outside the core."""
-    code = (
-        "import sys, torch\n"
-        "before = {m for m in sys.modules if m.startswith('perceiver_edu')}\n"
-        "import perceiver_edu as pe\n"
-        "loaded = {m for m in sys.modules if m.startswith('perceiver_edu')}\n"
-        "model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())\n"
-        "model(torch.randn(1, 5, 32), return_trace=True)\n"
-        "print(sorted({m for m in sys.modules if m.startswith('perceiver_edu')} - loaded))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+# One fresh interpreter answers the three run-time questions below (each start costs a torch import).
+PROBE = """
+import json, sys, torch
+heavy = ("scipy", "safetensors", "matplotlib", "ipywidgets")
+ours = lambda: {m for m in sys.modules if m.startswith("perceiver_edu")}
+found = {}
+import perceiver_edu as pe
+found["heavy_after_import"] = sorted(m for m in heavy if m in sys.modules)
+loaded = ours()
+model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+model(torch.randn(1, 5, 32), return_trace=True)
+found["loaded_by_forward"] = sorted(ours() - loaded)
+pe.pretrained("digits")  # safetensors for the weights; the digits task needs no scipy
+found["heavy_after_pretrained"] = sorted(m for m in heavy if m in sys.modules)
+import perceiver_edu.explorer.forward  # binds the submodule `pretrained` on the package: the function must win
+found["pretrained_is_the_function"] = callable(pe.pretrained) and pe.pretrained.__name__ == "pretrained"
+found["held_out_scenes_from"] = pe.held_out_scenes.__module__
+found["all_names_resolve"] = all(getattr(pe, n) is not None for n in pe.__all__)
+print(json.dumps(found))
+"""
 
 
-def test_import_stays_light_until_a_name_is_used():
+@pytest.fixture(scope="module")
+def probe() -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_running_the_core_imports_nothing_more(probe):
+    """A forward pass loads no module of the package that `import perceiver_edu` did not."""
+    assert probe["loaded_by_forward"] == []
+
+
+def test_import_stays_light_until_a_name_is_used(probe):
     """`import perceiver_edu` loads no scipy, safetensors, matplotlib or ipywidgets; using a name loads its module."""
-    heavy = ("scipy", "safetensors", "matplotlib", "ipywidgets")
-    code = (
-        "import sys\n"
-        "import perceiver_edu as pe\n"
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
-        "pe.pretrained('digits')\n"  # safetensors for the weights; the digits task needs no scipy
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
-        "import perceiver_edu.explorer.forward  # binds the submodule `pretrained`: the function must win\n"
-        "print(callable(pe.pretrained) and pe.pretrained.__name__ == 'pretrained', pe.held_out_scenes.__module__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "[]"
-    assert out[1] == "['safetensors']"
-    assert out[2] == "True perceiver_edu.scenes"
+    assert probe["heavy_after_import"] == []
+    assert probe["heavy_after_pretrained"] == ["safetensors"]
+    assert probe["pretrained_is_the_function"] and probe["held_out_scenes_from"] == "perceiver_edu.scenes"
 
 
-def test_every_public_name_resolves():
-    code = "import perceiver_edu as pe\nprint(all(getattr(pe, n) is not None for n in pe.__all__))\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
+def test_every_public_name_resolves(probe):
+    assert probe["all_names_resolve"]
