@@ -86,7 +86,7 @@ class PixelEmbedding(nn.Module):
     """images [b, 8, 8] -> context [b, s, e], s = 64: one token per pixel, brightness + position.
 
     Without a position embedding the resampler could not tell pixels apart: attention is
-    permutation-invariant over context tokens (DESIGN.md), so it would see a bag of brightnesses.
+    permutation-invariant over context tokens (docs/design.md), so it would see a bag of brightnesses.
     The position is learned as a row vector plus a column vector (16 vectors, not 64): pixels in the
     same row or column start out related, a hint that ~1,400 training images are too few to teach.
     (One free vector per pixel reached 95.5-97% held out in our runs, row + column 96-98%.)
