@@ -802,12 +802,19 @@ def _boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
 def _box_shares(maps: np.ndarray, boxes: np.ndarray, grid: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
     """[..., s] attention on the patches (rows sum to 1), [k, 4] boxes -> [..., k]: each map's share on each object.
 
-    A patch counts for an object when the box touches it: a latent attends to whole patches.
+    Each patch counts with the fraction of its pixels inside the box, as `scenes.object_overlap`:
+    a patch the box only grazes at a corner adds little, whatever its weight.
     """
     gh, gw = grid
     ph, pw = canvas[0] // gh, canvas[1] // gw
     top, left = np.arange(gh) * ph, np.arange(gw) * pw  # the first pixel row / column of each patch
-    masks = [np.outer((top + ph > y0) & (top < y1), (left + pw > x0) & (left < x1)).ravel() for y0, x0, y1, x1 in boxes]
+    masks = [
+        np.outer(
+            np.clip(np.minimum(top + ph, y1) - np.maximum(top, y0), 0, None) / ph,
+            np.clip(np.minimum(left + pw, x1) - np.maximum(left, x0), 0, None) / pw,
+        ).ravel()
+        for y0, x0, y1, x1 in boxes
+    ]
     return maps @ np.stack(masks, axis=-1).astype(float)
 
 
@@ -887,8 +894,8 @@ def plot_latents_on_scene(
     patches row by row); each row is renormalised to sum to 1 (of what the latent takes from the
     image, where does it look?). `image` [H, W] is outlined in cyan on every panel; `boxes` [k, 4]
     are drawn dashed with their `labels`, and under each panel is the object holding the largest
-    share of that latent's attention (a patch the box touches counts as the object's, as in
-    `scenes.object_attention`). For one scene per row, pass lists: `image` [r of [H, W]], `boxes`
+    share of that latent's attention (each patch weighed by the fraction of its pixels inside the
+    box, as `scenes.object_attention`). For one scene per row, pass lists: `image` [r of [H, W]], `boxes`
     and `labels` [r of [k, 4] and [k]]. `latents` picks which latents to show (default all). All
     panels share one colour scale (`vmax` fixes its top, to compare with another figure).
     """
