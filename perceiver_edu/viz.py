@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
@@ -976,11 +977,11 @@ def plot_latents_on_scene(
 def plot_coverage(
     best_shares: Any, *, threshold: float = 0.5, title: str | None = None, fig: Figure | None = None
 ) -> Figure:
-    """How well the latents cover the objects: for each object, the largest share of one latent's attention inside its box.
+    """How well the latents cover the objects: for each object, the largest share of one latent's attention on it.
 
     `best_shares` is a dict {run name: [k] values in 0..1, one per object}, e.g. at initialisation and
-    after training. An object is covered when some latent puts at least `threshold` of its attention
-    inside the object's box (the dashed line); the legend gives each run's coverage. One histogram
+    after training (`scenes.object_attention` measures them). An object is covered when some latent
+    puts at least `threshold` of its attention on the object (the dashed line); the legend gives each run's coverage. One histogram
     per run, on the same axes and bins.
     """
     if not isinstance(best_shares, dict) or not best_shares:
@@ -989,20 +990,24 @@ def plot_coverage(
     fig = _new_figure(fig, (8, 4.2))
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 21)
-    for name, values in runs.items():
+    styles = ("-", "--", "-.", ":")
+    for i, (name, values) in enumerate(runs.items()):
         covered = float((values >= threshold).mean())
-        # outlines, not filled bars: several runs stay readable where they overlap
+        # outlines, not filled bars: several runs stay readable where they overlap; colours from viridis
+        # and a line style each, so that the runs stay apart for colour-blind readers and in grey print
         ax.hist(
             values,
             bins=bins,
             histtype="step",
             linewidth=2,
+            linestyle=styles[i % len(styles)],
+            color=colormaps["viridis"](i / max(len(runs) - 1, 1) * 0.85),
             label=f"{name}: {covered:.0%} of {len(values)} objects covered",
         )
     ax.axvline(
         threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} on the object"
     )
-    ax.set_xlabel("the best latent's share of attention on the object's patches")
+    ax.set_xlabel("the best latent's share of attention on the object")
     ax.set_ylabel("objects")
     ax.set_xlim(0, 1)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
