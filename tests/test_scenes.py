@@ -225,3 +225,22 @@ def test_short_training_is_seeded_and_learns():
     # the initial model is what training started from: the same as a fresh model from the seed
     fresh = S.init_scene_model(seed=5)
     assert all(torch.equal(x, y) for x, y in zip(a.initial_model().state_dict().values(), fresh.state_dict().values()))
+
+
+def test_the_shipped_ablation_file_holds_both_sweeps_with_true_parameter_counts():
+    # chapter 4 plots this file (benchmarks/scenes_ablation.py wrote it): every run of the two sweeps
+    # through the shipped model is there, and each parameter count is that of the configuration it names
+    import json
+    from importlib.resources import files
+
+    ablation = json.loads(files("perceiver_edu").joinpath("weights/scenes_ablation.json").read_text())
+    runs = {(r["n_latents"], r["depth"]): r for r in ablation["runs"]}
+    assert {(l, 2) for l in (2, 4, 8, 16)} | {(8, d) for d in (1, 2, 3, 6)} <= set(runs)
+    for (l, depth), r in runs.items():
+        model = S.init_scene_model(S.scenes_config(n_latents=l, depth=depth))
+        assert r["parameters"] == sum(p.numel() for p in model.parameters())
+        assert r["resampler_parameters"] == sum(p.numel() for p in model.resampler.parameters())
+        for key in ("object_accuracy", "object_coverage", "object_coverage_touch"):
+            assert 0 <= r[key] <= 100
+        assert r["object_coverage"] <= r["object_coverage_touch"]  # a patch never counts more than whole
+        assert r["cpu_seconds"] > 0
