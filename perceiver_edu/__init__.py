@@ -5,17 +5,17 @@ model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
 latents, trace = model(context, return_trace=True)   # [b, s, e] -> [b, l, e]
 """
 
-from . import cost, scenes, steps, toy
+from . import cost, digits, scenes, steps, training
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
+from .digits import DigitClassifier, load_digits_split, train_digits
 from .fast import FastResampler
 from .inputs import INPUT_KINDS, make_context
 from .interop import load_checkpoint, load_idefics_checkpoint
 from .modules import FeedForward, PerceiverAttention, PerceiverResampler, scale_qk_
 from .pretrained import PRETRAINED, held_out_scenes, pretrained, pretrained_info, scenes_variant
 from .scenes import SceneModel, Scenes, make_scenes, train_scenes
-from .toy import DigitClassifier, load_digits_split, train_digits
-from .trace import Trace, attention_entropy, context_share
+from .trace import Trace, attention_entropy, context_share, image_attention, image_entropy, latent_overlap
 
 
 def __getattr__(name):
@@ -45,7 +45,11 @@ __all__ = [
     "available_devices",
     "context_share",
     "cost",
+    "digits",
     "held_out_scenes",
+    "image_attention",
+    "image_entropy",
+    "latent_overlap",
     "load_digits_split",
     "load_checkpoint",
     "load_idefics_checkpoint",
@@ -58,8 +62,8 @@ __all__ = [
     "scenes",
     "scenes_variant",
     "steps",
-    "toy",
     "train_digits",
     "train_scenes",
+    "training",
 ]
 __version__ = "0.1.0"

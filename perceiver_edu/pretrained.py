@@ -5,7 +5,7 @@ tensors only, so loading one can never run code, unlike a pickled .pt) and NAME.
 architecture, the seed, the steps, how long training took and the held-out figures it reached).
 `python -m perceiver_edu.train NAME` remakes a file from its recipe below.
 
-    "digits"                chapter 4's 8 x 8 digit classifier (toy.train_digits, seed 1)
+    "digits"                chapter 4's 8 x 8 digit classifier (digits.train_digits, seed 1)
     "scenes"                the scenes model (scenes.train_scenes): QK-norm off, latents in the keys/values
     "scenes-qknorm"         the same task with QK-norm on
     "scenes-nojoin"         latents not in the keys/values (plain cross-attention)
@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .config import ResamplerConfig
+from .digits import DigitClassifier
 from .scenes import SceneModel, held_out_scenes
-from .toy import DigitClassifier
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PRETRAINED = ("digits", "scenes", "scenes-qknorm", "scenes-nojoin", "scenes-qknorm-nojoin")

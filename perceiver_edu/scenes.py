@@ -14,13 +14,12 @@ the latents become object-centric, and their attention maps can be scored agains
 (`object_coverage`). The positions are Fourier features of coordinates normalised to [-1, 1], as
 in the Perceiver paper, so the same model reads a canvas of another size: s changes, the latents
 stay. Scenes are drawn from a seed with no download; training scenes use the digits of
-`toy.load_digits_split()`'s training half, held-out scenes (`held_out_scenes`) its test half.
+`digits.load_digits_split()`'s training half, held-out scenes (`held_out_scenes`) its test half.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -31,20 +30,12 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from .checks import check_positive_int
 from .config import ResamplerConfig
+from .digits import N_CLASSES, SIDE, load_digits_split
 from .modules import PerceiverResampler, scale_qk_
-from .toy import (
-    N_CLASSES,
-    SIDE,
-    TrainResult,
-    _progress_bar,
-    adamw_with_cosine,
-    deterministic_begin,
-    deterministic_end,
-    image_attention,
-    load_digits_split,
-)
-from .trace import Trace, attention_entropy
+from .trace import Trace, attention_entropy, image_attention
+from .training import TrainResult, adamw_with_cosine, train
 
 CANVAS = 32  # pixels per side of a training scene
 PATCH = 4  # pixels per side of one context token
@@ -453,59 +444,44 @@ def train_scenes(
     eval_scenes: int = 200,
     progress: bool = True,
     threads: int | None = 1,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train a SceneModel by set prediction on fresh scenes every step; returns the model and its curves.
 
     history: step, loss, test_accuracy (object accuracy %, held-out scenes) and coverage (%).
+    `stop_after`: see training.train.
     Seeded (initial weights and scenes), deterministic on the CPU with `threads` threads (1 by
-    default, as in `toy.train_digits`, whose reasons hold here too). Chapter 4's notebook-sized run
+    default, as in `digits.train_digits`, whose reasons hold here too). Chapter 4's notebook-sized run
     is `train_scenes(steps=250, lr=6e-3)`, about 20 s of CPU: its latents already cover ~74 % of the
     held-out objects, but the classes come only later (the shipped "scenes" ran 3,000 steps at 2e-3).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+        check_positive_int(name, value)
     model = init_scene_model(config, seed)
-    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)  # as chapter 4's digits
     rng = np.random.default_rng([seed, 2])  # the training scenes: fresh ones every step, from the seed
     pool = _digit_pool("train")
     validation = held_out_scenes(eval_scenes, seed=10_000 + seed)
-    history: dict[str, list[float]] = {"step": [], "loss": [], "test_accuracy": [], "coverage": []}
 
-    saved = deterministic_begin(threads)
-    bar = _progress_bar(steps, progress)
-    start, running, count = time.perf_counter(), 0.0, 0
-    try:
-        model.train()
-        for step in range(1, steps + 1):
-            images, labels, boxes = _draw(rng, batch_size, CANVAS, (MIN_OBJECTS, MAX_OBJECTS), pool)
-            labels_list = [torch.from_numpy(y[y >= 0]) for y in labels]
-            boxes_list = [torch.from_numpy(b[y >= 0]) for b, y in zip(boxes, labels)]
-            loss = set_loss(model(torch.from_numpy(images)), labels_list, boxes_list, (CANVAS, CANVAS))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running, count = running + loss.item(), count + 1
-            if step % eval_every == 0 or step == steps:
-                figures = evaluate(model, validation)
-                history["step"].append(step)
-                history["loss"].append(running / count)
-                history["test_accuracy"].append(figures["object_accuracy"])
-                history["coverage"].append(figures["object_coverage"])
-                running, count = 0.0, 0
-                if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{history['loss'][-1]:.3f}",
-                        acc=f"{figures['object_accuracy']:.1f}%",
-                        cover=f"{figures['object_coverage']:.1f}%",
-                    )
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        deterministic_end(saved)
-    model.eval()
-    return TrainResult(model, history, time.perf_counter() - start, "cpu", initial_state)
+    def step_loss(step: int) -> Tensor:
+        images, labels, boxes = _draw(rng, batch_size, CANVAS, (MIN_OBJECTS, MAX_OBJECTS), pool)
+        labels_list = [torch.from_numpy(y[y >= 0]) for y in labels]
+        boxes_list = [torch.from_numpy(b[y >= 0]) for b, y in zip(boxes, labels)]
+        return set_loss(model(torch.from_numpy(images)), labels_list, boxes_list, (CANVAS, CANVAS))
+
+    def figures(model: nn.Module) -> dict[str, float]:
+        held_out = evaluate(model, validation)
+        return {"test_accuracy": held_out["object_accuracy"], "coverage": held_out["object_coverage"]}
+
+    return train(
+        model,
+        step_loss,
+        steps=steps,
+        optimizer=optimizer,
+        schedule=schedule,
+        evaluate=figures,
+        eval_every=eval_every,
+        threads=threads,
+        progress=progress,
+        stop_after=stop_after,
+    )

@@ -568,7 +568,7 @@ def plot_attention_on_image(
 
 
 # -- chapter 4: digits ----------------------------------------------------------------------------
-# Figures for the resampler trained on scikit-learn's 8 x 8 digits (perceiver_edu/toy.py): the
+# Figures for the resampler trained on scikit-learn's 8 x 8 digits (perceiver_edu/digits.py): the
 # context is one token per pixel, so an attention row over the context is itself an 8 x 8 image.
 
 
@@ -675,7 +675,7 @@ def plot_latents_on_digit(
     """Where each latent looks on the digit: attn [l, s] or [h, l, s] over its s = 64 pixels, one panel per latent.
 
     With [h, l, s] each head gets a row. Pass the context part of an attention row (keys 0..s-1,
-    e.g. toy.image_attention(trace)[layer, example]); `image` [8, 8], when given, is outlined on
+    e.g. pe.image_attention(trace)[layer, example]); `image` [8, 8], when given, is outlined on
     every panel so the attention can be read against the strokes. `vmax` fixes the top of the colour
     scale: give two figures the same one (e.g. initial and trained) to compare them by colour.
     """
