@@ -60,7 +60,7 @@ def build(device: str, seed: int = 0):
         for name, p in hf.named_parameters():
             if "norm" in name or ".ln." in name:
                 p.add_(0.1 * torch.randn_like(p))
-    step = pe.PerceiverResampler.from_idefics(hf).eval().to(device)
+    step = pe.interop.from_idefics(hf).eval().to(device)
     hf = hf.eval().to(device)
     return cfg, hf, step, pe.FastResampler(step)
 

@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .checks import check_positive_int
+from . import checks
 from .config import ResamplerConfig
 from .device import available_devices
 from .modules import PerceiverResampler
@@ -199,7 +199,7 @@ def train_digits(
     `stop_after`: see training.train.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        check_positive_int(name, value)
+        checks.positive_int(name, value)
     device = torch.device("cpu" if device is None else device)
     if device.type not in available_devices():
         raise ValueError(f"device {str(device)!r} is not available on this machine; available: {available_devices()}")

@@ -65,9 +65,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from . import cost
+from . import checks, cost
 from .config import ResamplerConfig
-from .modules import PerceiverResampler, check_context
+from .modules import PerceiverResampler
 
 
 def fast_path_support(config: ResamplerConfig) -> str | None:
@@ -155,7 +155,9 @@ class FastResampler(nn.Module):
                 warnings.warn(f"FastResampler falls back to the step model: {reason}", stacklevel=2)
                 self._warned = True
             return self.model(context) if attention_mask is None else self.model(context, attention_mask=attention_mask)
-        check_context(context, self.config, self.model.latents)
+        checks.context(context, self.config, self.model.latents)
+        if self.model.check_finite:
+            checks.finite(context)
         x_hat = F.layer_norm(context, context.shape[-1:], eps=self.model.blocks[0][0].context_layer_norm.eps)
         arrangement = self.arrangement if self.arrangement != "auto" else self._fastest(x_hat)
         if arrangement == "absorbed":

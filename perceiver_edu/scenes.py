@@ -30,7 +30,7 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from .checks import check_positive_int
+from . import checks
 from .config import ResamplerConfig
 from .digits import N_CLASSES, SIDE, load_digits_split
 from .modules import PerceiverResampler, scale_qk_
@@ -116,8 +116,7 @@ def _draw(
 
 
 def _check_scene_args(n: Any, canvas: Any, min_objects: Any, max_objects: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive int (how many scenes); got {n!r}")
+    checks.positive_int("n", n, " (how many scenes)")
     if isinstance(canvas, bool) or not isinstance(canvas, int) or canvas < 2 * SIDE:
         raise ValueError(
             f"canvas must be an int of at least {2 * SIDE} pixels (room for two 8 x 8 digits); got {canvas!r}"
@@ -456,7 +455,7 @@ def train_scenes(
     held-out objects, but the classes come only later (the shipped "scenes" ran 3,000 steps at 2e-3).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        check_positive_int(name, value)
+        checks.positive_int(name, value)
     model = init_scene_model(config, seed)
     optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)  # as chapter 4's digits
     rng = np.random.default_rng([seed, 2])  # the training scenes: fresh ones every step, from the seed

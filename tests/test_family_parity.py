@@ -3,7 +3,7 @@
 Each reference is built from its own constructor (nothing is downloaded) with sizes drawn from a
 seeded generator: heads, head dims, k/v heads, depth 1-6, latents, batch 1-4, context 1-300, media and
 frames 1-4, padding masks of different lengths per example. "Theirs -> ours" copies a reference's
-weights with `from_x`; "ours -> theirs" loads `to_x_state_dict()` into a fresh reference with
+weights with `from_x`; "ours -> theirs" loads `to_x(ours)` into a fresh reference with
 strict=True. IDEFICS has its own file, test_idefics_parity.py.
 """
 
@@ -122,7 +122,7 @@ def test_flamingo_pytorch_both_ways(seed):
     torch.manual_seed(seed)
     theirs = perturb(lucidrains(z, n_media_embeds=z["media"]), seed)
     x = torch.randn(z["batch"], z["media"], z["context"], z["embed_dim"])  # [b, m, s, e]
-    ours = pe.PerceiverResampler.from_flamingo_pytorch(theirs)
+    ours = pe.interop.from_flamingo_pytorch(theirs)
     assert ours.config.mlp == "gelu" and ours.config.n_media_embeds == z["media"]
     with torch.no_grad():
         close(ours(x), theirs(x))  # [b, m, l, e]
@@ -132,7 +132,7 @@ def test_flamingo_pytorch_both_ways(seed):
     # ours -> theirs: a fresh reference of the same sizes, strict loading
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
     fresh = lucidrains(z, n_media_embeds=z["media"]).eval()
-    fresh.load_state_dict(mine.to_flamingo_pytorch_state_dict(), strict=True)
+    fresh.load_state_dict(pe.interop.to_flamingo_pytorch(mine), strict=True)
     with torch.no_grad():
         close(mine(x), fresh(x))
 
@@ -150,14 +150,14 @@ def test_open_flamingo_both_ways(helpers, seed):
     theirs = perturb(open_flamingo(helpers, z, max_media, max_frames), seed)
     context = max(1, z["context"] // z["frames"])
     x = torch.randn(z["batch"], z["media"], z["frames"], context, z["embed_dim"])  # [b, T, F, v, e]
-    ours = pe.PerceiverResampler.from_open_flamingo(theirs)
+    ours = pe.interop.from_open_flamingo(theirs)
     assert (ours.config.n_media_embeds, ours.config.n_frame_embeds) == (max_media or 0, max_frames or 0)
     with torch.no_grad():
         close(ours(x), theirs(x))  # [b, T, l, e]
 
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
     fresh = open_flamingo(helpers, z, max_media, max_frames).eval()
-    fresh.load_state_dict(mine.to_open_flamingo_state_dict(), strict=True)
+    fresh.load_state_dict(pe.interop.to_open_flamingo(mine), strict=True)
     with torch.no_grad():
         close(mine(x), fresh(x))
 
@@ -172,7 +172,7 @@ def test_idefics2_both_ways_with_padding_masks(seed):
     theirs = perturb(hf_idefics2(z, attn="eager" if seed % 2 else "sdpa"), seed)
     context = torch.randn(z["batch"], z["context"], z["embed_dim"])
     mask = padding_mask(z)
-    ours = pe.PerceiverResampler.from_idefics2(theirs)
+    ours = pe.interop.from_idefics2(theirs)
     expected_kv = None if z["n_kv_heads"] == z["n_heads"] else z["n_kv_heads"]
     assert (ours.config.norm, ours.config.mlp, ours.config.n_kv_heads) == ("rms", "swiglu", expected_kv)
     with torch.no_grad():
@@ -182,7 +182,7 @@ def test_idefics2_both_ways_with_padding_masks(seed):
 
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
     fresh = hf_idefics2(z).eval()
-    fresh.load_state_dict(mine.to_idefics2_state_dict(), strict=True)
+    fresh.load_state_dict(pe.interop.to_idefics2(mine), strict=True)
     with torch.no_grad():
         close(mine(context, attention_mask=mask), fresh(context, attention_mask=mask))
 

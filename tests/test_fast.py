@@ -80,7 +80,7 @@ def test_fast_equals_transformers_at_the_idefics_scale():
     from test_idefics_parity import hf_resampler
 
     hf = hf_resampler(2, 16, 96, 64, False, embed_dim=1280)
-    fast = pe.FastResampler(pe.PerceiverResampler.from_idefics(hf))
+    fast = pe.FastResampler(pe.interop.from_idefics(hf))
     assert isinstance(hf, idefics.IdeficsPerceiverResampler)
     context = torch.randn(1, 257, 1280)
     with torch.no_grad():

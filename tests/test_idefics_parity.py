@@ -37,7 +37,7 @@ def test_from_idefics_matches_transformers(depth, qk_norm):
     """transformers -> ours: outputs agree to 1e-5 over head layouts, batch sizes and context lengths."""
     for (n_heads, head_dim), batch in zip(HEAD_LAYOUTS, (1, 2, 3, 4)):
         hf = hf_resampler(depth, n_heads, head_dim, n_latents=8, qk_norm=qk_norm, seed=depth)
-        ours = pe.PerceiverResampler.from_idefics(hf)
+        ours = pe.interop.from_idefics(hf)
         assert ours.config == pe.ResamplerConfig(EMBED_DIM, depth, n_heads, head_dim, 8, qk_norm=qk_norm)
         for s in CONTEXT_LENGTHS:
             context = torch.randn(batch, s, EMBED_DIM)
@@ -56,7 +56,7 @@ def test_to_idefics_state_dict_loads_into_transformers(qk_norm):
         torch.manual_seed(depth)
         ours = pe.PerceiverResampler(pe.ResamplerConfig(EMBED_DIM, depth, n_heads, head_dim, 5, qk_norm=qk_norm))
         hf = hf_resampler(depth, n_heads, head_dim, 5, qk_norm, seed=99)
-        state = ours.to_idefics_state_dict()
+        state = pe.interop.to_idefics(ours)
         assert set(state) == set(hf.state_dict())  # keys exactly as transformers names them
         hf.load_state_dict(state, strict=True)
         for s in (0, 1, 257):
@@ -66,7 +66,7 @@ def test_to_idefics_state_dict_loads_into_transformers(qk_norm):
 
 
 def test_idefics_key_names():
-    state = pe.PerceiverResampler(pe.ResamplerConfig.tiny(depth=2, qk_norm=True)).to_idefics_state_dict()
+    state = pe.interop.to_idefics(pe.PerceiverResampler(pe.ResamplerConfig.tiny(depth=2, qk_norm=True)))
     assert "latents" in state and "layer_norm.weight" in state and "layer_norm.bias" in state
     for i in range(2):
         for name in ("context_layer_norm", "latents_layer_norm", "q_layer_norm", "k_layer_norm"):
@@ -74,15 +74,13 @@ def test_idefics_key_names():
         for name in ("q_proj", "k_proj", "v_proj", "output_proj"):
             assert f"blocks.{i}.0.{name}.weight" in state and f"blocks.{i}.0.{name}.bias" not in state
         assert {f"blocks.{i}.1.ln.weight", f"blocks.{i}.1.fc.weight", f"blocks.{i}.1.c_proj.weight"} <= set(state)
-    assert not any(
-        "q_layer_norm" in k for k in pe.PerceiverResampler(pe.ResamplerConfig.tiny()).to_idefics_state_dict()
-    )
+    assert not any("q_layer_norm" in k for k in pe.interop.to_idefics(pe.PerceiverResampler(pe.ResamplerConfig.tiny())))
 
 
 def test_latents_out_of_kv_cannot_be_exported():
     model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(latents_in_kv=False))
     with pytest.raises(ValueError, match="latents_in_kv=False has no IDEFICS counterpart"):
-        model.to_idefics_state_dict()
+        pe.interop.to_idefics(model)
 
 
 def test_config_from_idefics_config():
@@ -96,18 +94,18 @@ def test_config_from_idefics_config():
             qk_layer_norms_perceiver=True,
         ),
     )
-    assert pe.ResamplerConfig.from_idefics(hf_config) == pe.ResamplerConfig.idefics(qk_norm=True)
-    assert pe.ResamplerConfig.from_idefics(hf_config.to_dict()) == pe.ResamplerConfig.idefics(qk_norm=True)
+    assert pe.interop.config_from_idefics(hf_config) == pe.ResamplerConfig.idefics(qk_norm=True)
+    assert pe.interop.config_from_idefics(hf_config.to_dict()) == pe.ResamplerConfig.idefics(qk_norm=True)
 
 
 def test_from_idefics_refuses_other_modules():
     with pytest.raises(TypeError, match="IdeficsPerceiverResampler"):
-        pe.PerceiverResampler.from_idefics(torch.nn.Linear(2, 2))
+        pe.interop.from_idefics(torch.nn.Linear(2, 2))
 
 
 def test_float64_weights_stay_float64():
     hf = hf_resampler(2, 4, 16, 8, False).double()
-    ours = pe.PerceiverResampler.from_idefics(hf)
+    ours = pe.interop.from_idefics(hf)
     context = torch.randn(2, 30, EMBED_DIM, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(ours(context), hf(context), atol=1e-12, rtol=1e-12)

@@ -118,7 +118,7 @@ def describe(module: Any) -> str:
 def wrong_module(argument: str, expected: str, module: Any, hint: str = "") -> TypeError:
     """The error for a module of the wrong kind: what came, what was expected, and where to find the right one."""
     guess = guess_reference(module)
-    known = f"; it looks like {guess}'s resampler: use PerceiverResampler.from_{guess}" if guess else ""
+    known = f"; it looks like {guess}'s resampler: use perceiver_edu.interop.from_{guess}" if guess else ""
     return TypeError(f"{argument} must be {expected}{hint}; got {describe(module)}{known}")
 
 
