@@ -1,4 +1,4 @@
-"""The scenes model's figures on held-out scenes drawn from --seed (targets from issue 9).
+"""The scenes model's figures on held-out scenes drawn from --seed, each against its target (below).
 
     python benchmarks/scenes.py --seed N [--n 1000] [--train]
 

@@ -12,7 +12,7 @@ ipywidgets) load when a name of theirs is first used.
 
 from importlib import import_module
 
-from . import checks, cost, interop, steps
+from . import checks, cost, interop, measure, steps
 from .config import ResamplerConfig
 from .device import available_devices, pick_device
 from .fast import FastResampler
@@ -85,6 +85,7 @@ __all__ = [
     "load_checkpoint",
     "make_context",
     "make_scenes",
+    "measure",
     "pick_device",
     "pretrained",
     "pretrained_info",

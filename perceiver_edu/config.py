@@ -46,7 +46,7 @@ class ResamplerConfig:
     The family's seams (defaults = IDEFICS):
     norm          "layer" (LayerNorm, weight and bias) or "rms" (RMSNorm, weight only, computed in float32: Idefics2)
     mlp           "relu" (IDEFICS), "gelu" (Flamingo) or "swiglu" (Idefics2: down(silu(gate(x)) * up(x))), all 4e wide
-    n_kv_heads    k: key/value heads; None = n_heads. Fewer is grouped-query attention (Idefics2: 4 for 16
+    n_kv_heads    g: key/value heads; None = n_heads. Fewer is grouped-query attention (Idefics2: 4 for 16
                   query heads): each k/v head serves n_heads // n_kv_heads query heads
     latents_init  "randn" (IDEFICS, Flamingo) or "ones" (Idefics2): how the learned latents start
     n_media_embeds  m: learned embeddings, one per image/video frame time step, added to every token of that
@@ -105,12 +105,12 @@ class ResamplerConfig:
 
     @property
     def kv_heads(self) -> int:
-        """k: the number of key/value heads (n_kv_heads, or n_heads when that is None)."""
+        """g: the number of key/value heads (n_kv_heads, or n_heads when that is None)."""
         return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
     @property
     def kv_dim(self) -> int:
-        """k * d: the width of k and v before the heads are split (smaller than inner_dim with grouped-query)."""
+        """g * d: the width of k and v before the heads are split (smaller than inner_dim with grouped-query)."""
         return self.kv_heads * self.head_dim
 
     @property

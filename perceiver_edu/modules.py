@@ -85,8 +85,8 @@ class PerceiverAttention(nn.Module):
         kv_input = steps.join_latents(context, latents) if cfg.latents_in_kv else context  # [b, n, e]
 
         q = steps.split_heads(steps.project(latents, self.q_proj.weight), cfg.n_heads)  # [b, h, l, d]
-        k = steps.split_heads(steps.project(kv_input, self.k_proj.weight), cfg.kv_heads)  # [b, k, n, d]
-        v = steps.split_heads(steps.project(kv_input, self.v_proj.weight), cfg.kv_heads)  # [b, k, n, d]
+        k = steps.split_heads(steps.project(kv_input, self.k_proj.weight), cfg.kv_heads)  # [b, g, n, d]
+        v = steps.split_heads(steps.project(kv_input, self.v_proj.weight), cfg.kv_heads)  # [b, g, n, d]
         if cfg.qk_norm:
             q, k = self.q_layer_norm(q), self.k_layer_norm(k)
 
@@ -98,7 +98,7 @@ class PerceiverAttention(nn.Module):
 
 # The MLP kinds: the step that runs, and the names of its weight matrices in the order it takes them.
 MLPS: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {
-    "relu": (steps.mlp, ("fc", "c_proj")),
+    "relu": (steps.relu_mlp, ("fc", "c_proj")),
     "gelu": (steps.gelu_mlp, ("fc", "c_proj")),
     "swiglu": (steps.swiglu_mlp, ("gate_proj", "up_proj", "down_proj")),
 }

@@ -17,12 +17,19 @@ import torch
 import perceiver_edu as pe
 from perceiver_edu.interop.open_flamingo import load_helpers
 
-flamingo_pytorch = pytest.importorskip("flamingo_pytorch")
-idefics2 = pytest.importorskip("transformers.models.idefics2.modeling_idefics2")
-from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig  # noqa: E402
-
 N_CONFIGS = 8  # per reference and direction
 ATOL = RTOL = 1e-5
+
+
+# Each reference is a fixture that skips only the tests needing it when it is not installed.
+@pytest.fixture(scope="module")
+def flamingo_pytorch():
+    return pytest.importorskip("flamingo_pytorch")
+
+
+@pytest.fixture(scope="module")
+def idefics2():
+    return pytest.importorskip("transformers.models.idefics2.modeling_idefics2")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,7 @@ def sizes(seed: int) -> dict:
 # -- the references, built from their constructors -------------------------------------------------
 
 
-def lucidrains(z, n_media_embeds):
+def lucidrains(flamingo_pytorch, z, n_media_embeds):
     return flamingo_pytorch.PerceiverResampler(
         dim=z["embed_dim"],
         depth=z["depth"],
@@ -87,7 +94,9 @@ def open_flamingo(helpers, z, max_media, max_frames):
     )
 
 
-def hf_idefics2(z, attn="sdpa"):
+def hf_idefics2(idefics2, z, attn="sdpa"):
+    from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
+
     config = Idefics2PerceiverConfig(
         hidden_size=z["embed_dim"],
         resampler_depth=z["depth"],
@@ -117,10 +126,10 @@ def close(ours, theirs):
 
 
 @pytest.mark.parametrize("seed", range(N_CONFIGS))
-def test_flamingo_pytorch_both_ways(seed):
+def test_flamingo_pytorch_both_ways(flamingo_pytorch, seed):
     z = sizes(100 + seed)
     torch.manual_seed(seed)
-    theirs = perturb(lucidrains(z, n_media_embeds=z["media"]), seed)
+    theirs = perturb(lucidrains(flamingo_pytorch, z, n_media_embeds=z["media"]), seed)
     x = torch.randn(z["batch"], z["media"], z["context"], z["embed_dim"])  # [b, m, s, e]
     ours = pe.interop.from_flamingo_pytorch(theirs)
     assert ours.config.mlp == "gelu" and ours.config.n_media_embeds == z["media"]
@@ -131,7 +140,7 @@ def test_flamingo_pytorch_both_ways(seed):
 
     # ours -> theirs: a fresh reference of the same sizes, strict loading
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
-    fresh = lucidrains(z, n_media_embeds=z["media"]).eval()
+    fresh = lucidrains(flamingo_pytorch, z, n_media_embeds=z["media"]).eval()
     fresh.load_state_dict(pe.interop.to_flamingo_pytorch(mine), strict=True)
     with torch.no_grad():
         close(mine(x), fresh(x))
@@ -166,10 +175,10 @@ def test_open_flamingo_both_ways(helpers, seed):
 
 
 @pytest.mark.parametrize("seed", range(N_CONFIGS))
-def test_idefics2_both_ways_with_padding_masks(seed):
+def test_idefics2_both_ways_with_padding_masks(idefics2, seed):
     z = sizes(300 + seed)
     torch.manual_seed(seed)
-    theirs = perturb(hf_idefics2(z, attn="eager" if seed % 2 else "sdpa"), seed)
+    theirs = perturb(hf_idefics2(idefics2, z, attn="eager" if seed % 2 else "sdpa"), seed)
     context = torch.randn(z["batch"], z["context"], z["embed_dim"])
     mask = padding_mask(z)
     ours = pe.interop.from_idefics2(theirs)
@@ -181,7 +190,7 @@ def test_idefics2_both_ways_with_padding_masks(seed):
         close(ours(context), theirs(context, attention_mask=everything))  # no mask = no padding
 
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
-    fresh = hf_idefics2(z).eval()
+    fresh = hf_idefics2(idefics2, z).eval()
     fresh.load_state_dict(pe.interop.to_idefics2(mine), strict=True)
     with torch.no_grad():
         close(mine(context, attention_mask=mask), fresh(context, attention_mask=mask))

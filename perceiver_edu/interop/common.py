@@ -41,7 +41,7 @@ def rename(state: dict[str, Tensor], table: KeyTable, depth: int, to_ours: bool)
 
 
 def join_kv(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
-    """Our k_proj and v_proj [k d, e] each -> one fused `to_kv` [2 k d, e], k rows first (Flamingo's layout)."""
+    """Our k_proj and v_proj [g d, e] each -> one fused `to_kv` [2 g d, e], k rows first (Flamingo's layout)."""
     out = dict(state)
     for i in range(depth):
         k = out.pop(f"blocks.{i}.0.k_proj.weight")
