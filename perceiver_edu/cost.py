@@ -152,6 +152,30 @@ def total_flops(
     return sum(step_flops(config, b, s, arrangement, cached_first_layer, padded).values())
 
 
+def step_params(config: ResamplerConfig) -> dict[str, int]:
+    """Parameters of each part, summed over the `depth` layers, by formula: {part: count}.
+
+    The parts match `step_flops`, so that where the weights sit can be set beside where the FLOPs go
+    (a weight matrix [f_out, f_in] holds f_out f_in numbers and costs 2 f_out f_in FLOPs per token).
+    Their sum equals `sum(p.numel() for p in PerceiverResampler(config).parameters())`.
+    """
+    e, depth, h, d = config.embed_dim, config.depth, config.n_heads, config.head_dim
+    per_norm = 2 if config.norm == "layer" else 1  # LayerNorm: a scale and a shift per feature; RMSNorm: a scale
+    params = {
+        "latents": config.n_latents * e,
+        "norms (context, latents, MLP; final)": depth * 3 * per_norm * e + per_norm * e,
+        "q_proj": depth * e * h * d,
+        "k_proj, v_proj": depth * 2 * e * config.kv_dim,
+        "output_proj": depth * h * d * e,
+        "mlp": depth * (3 if config.mlp == "swiglu" else 2) * e * config.mlp_dim,  # SwiGLU: gate, up, down
+    }
+    if config.qk_norm:
+        params["QK-norm (q and k, over d)"] = depth * 2 * per_norm * d
+    if config.n_media_embeds or config.n_frame_embeds:
+        params["media and frame embeddings"] = (config.n_media_embeds + config.n_frame_embeds) * e
+    return params
+
+
 def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:
     """ "absorbed" when it needs fewer FLOPs than "standard" (never with QK-norm), else "standard"."""
     if config.qk_norm:
