@@ -27,9 +27,6 @@ n keys (s + l).
 from __future__ import annotations
 
 from .config import ResamplerConfig
-
-# Measuring lives in measure.py; chapter 6 calls these three as cost.x (kept until it calls measure.x).
-from .measure import median_ratio, peak_memory, time_interleaved  # noqa: F401  (re-exported)
 from .modules import MLPS
 
 ARRANGEMENTS = ("standard", "absorbed")

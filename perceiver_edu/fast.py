@@ -422,10 +422,6 @@ def mlp_in_blocks_(latents: Tensor, feed_forward: nn.Module) -> Tensor:
     return out
 
 
-# The old name, which hid the in-place sum; chapter 6 (cell 29) still calls it. Remove with that cell.
-mlp_in_blocks = mlp_in_blocks_
-
-
 @torch.no_grad()
 def precision_errors(
     model: PerceiverResampler, context: Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)

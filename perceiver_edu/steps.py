@@ -126,9 +126,6 @@ def relu_mlp(x: Tensor, fc_weight: Tensor, c_proj_weight: Tensor) -> Tensor:
     return project(F.relu(project(x, fc_weight)), c_proj_weight)
 
 
-mlp = relu_mlp  # the earlier name, kept while chapters 1 and 5 call steps.mlp
-
-
 # -- the relatives' steps -------------------------------------------------------------------------
 
 
