@@ -10,6 +10,9 @@ architecture, the seed, the steps, how long training took and the held-out figur
     "scenes-qknorm"         the same task with QK-norm on
     "scenes-nojoin"         latents not in the keys/values (plain cross-attention)
     "scenes-qknorm-nojoin"  both switches changed
+    "tiny-lm"               chapter 7's tiny language model, trained on the captions' text alone (flamingo.pretrain_lm)
+    "tiny-flamingo"         chapter 7's tiny Flamingo: the frozen "tiny-lm" and "scenes" encoder, a resampler and
+                            gated cross-attention trained through the LM's loss (flamingo.train_flamingo)
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from torch import nn
 from .config import ResamplerConfig
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-PRETRAINED = ("digits", "scenes", "scenes-qknorm", "scenes-nojoin", "scenes-qknorm-nojoin")
+PRETRAINED = (
+    "digits",
+    "scenes",
+    "scenes-qknorm",
+    "scenes-nojoin",
+    "scenes-qknorm-nojoin",
+    "tiny-lm",
+    "tiny-flamingo",
+)
 
 # How each name is trained (read by train.py): the task, the resampler switches, the seed and the steps.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -32,6 +43,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "scenes-qknorm": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=True), seed=0, steps=3000),
     "scenes-nojoin": dict(task="scenes", config=dict(qk_norm=False, latents_in_kv=False), seed=0, steps=3000),
     "scenes-qknorm-nojoin": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=False), seed=0, steps=3000),
+    # chapter 7: the LM first (text alone), then the tiny Flamingo around the shipped "tiny-lm" and "scenes"
+    "tiny-lm": dict(task="tiny-lm", config=dict(depth=2), training=dict(lr=3e-3), seed=0, steps=400),
+    "tiny-flamingo": dict(
+        task="tiny-flamingo",
+        # the recipe search (README, chapter 7): the gates' own rate 0.05 ended the slow start, 16 latents
+        # with q, k scaled by 2 at the start (as the scenes model) then learned about twice as fast per step
+        model=dict(n_latents=16, resampler_depth=2, cross_layers=None, qk_init_gain=2.0),
+        training=dict(lr=5e-3, gate_lr=0.05, batch_size=64),
+        seed=0,
+        steps=2500,
+    ),
 }
 
 __all__ = ["PRETRAINED", "pretrained", "pretrained_info", "scenes_variant"]  # and held_out_scenes, below
@@ -80,6 +102,14 @@ def pretrained_info(name: str) -> dict[str, Any]:
 
 def build(info: dict[str, Any]) -> nn.Module:
     """The untrained model that a NAME.json describes."""
+    if info["task"] in ("tiny-lm", "tiny-flamingo"):
+        from .flamingo import LMConfig, TinyFlamingo, TinyLM, VisionEncoder
+    if info["task"] == "tiny-lm":
+        return TinyLM(LMConfig(**info["config"]))
+    if info["task"] == "tiny-flamingo":
+        spec = dict(info["model"])
+        lm, vision = TinyLM(LMConfig(**spec.pop("lm"))), VisionEncoder(**spec.pop("vision"))
+        return TinyFlamingo(lm, vision, ResamplerConfig(**spec.pop("resampler")), **spec)
     config = ResamplerConfig(**info["config"])
     if info["task"] == "digits":
         from .digits import DigitClassifier
@@ -94,7 +124,9 @@ def pretrained(name: str) -> nn.Module:
     """The trained model called `name` (one of PRETRAINED), in eval mode on the CPU.
 
     "digits" reads [b, 8, 8] images (a DigitClassifier); the "scenes..." models read [b, H, W]
-    canvases (a SceneModel; see held_out_scenes for scenes they never trained on).
+    canvases (a SceneModel; see held_out_scenes for scenes they never trained on). "tiny-lm" reads
+    tokens [b, t] (a flamingo.TinyLM); "tiny-flamingo" reads images [b, H, W] and tokens [b, t] (a
+    flamingo.TinyFlamingo, its LM and vision encoder frozen).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file

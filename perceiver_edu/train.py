@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from . import flamingo
 from .config import ResamplerConfig
 from .digits import train_digits
 from .pretrained import PRETRAINED, RECIPES, WEIGHTS, check_name
@@ -32,6 +33,7 @@ from .scenes import evaluate, held_out_scenes, scenes_config, train_scenes
 from .training import FIRST_STEPS, TrainResult
 
 HELD_OUT = dict(n=1000, seed=0)  # the held-out scenes the figures in NAME.json are measured on
+SCENES = f"held_out_scenes(n={HELD_OUT['n']}, seed={HELD_OUT['seed']})"
 
 
 def run_recipe(
@@ -40,6 +42,18 @@ def run_recipe(
     """Train `name` from its recipe (steps: override the recipe's; stop_after: only the first steps, see training.train)."""
     recipe = RECIPES[check_name(name)]
     steps = recipe["steps"] if steps is None else steps
+    if recipe["task"] == "tiny-lm":
+        config = flamingo.LMConfig(**recipe["config"])
+        return flamingo.pretrain_lm(
+            config, steps=steps, seed=recipe["seed"], progress=progress, stop_after=stop_after, **recipe["training"]
+        )
+    if recipe["task"] == "tiny-flamingo":  # around the shipped "tiny-lm" (remake that first) and "scenes" encoder
+        from .pretrained import pretrained
+
+        model = flamingo.build_flamingo(pretrained("tiny-lm"), seed=recipe["seed"], **recipe["model"])
+        return flamingo.train_flamingo(
+            model, steps=steps, seed=recipe["seed"], progress=progress, stop_after=stop_after, **recipe["training"]
+        )
     trainer = train_digits if recipe["task"] == "digits" else train_scenes
     config = (ResamplerConfig.tiny if recipe["task"] == "digits" else scenes_config)(**recipe["config"])
     return trainer(config, steps=steps, seed=recipe["seed"], progress=progress, stop_after=stop_after)
@@ -67,7 +81,9 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
     cpu_start = time.process_time()  # CPU time of this process: what the run costs, whatever the machine's load
     result = run_recipe(name, steps, progress)
     cpu_seconds = time.process_time() - cpu_start
-    if recipe["task"] == "digits":
+    if recipe["task"] in ("tiny-lm", "tiny-flamingo"):
+        info = tiny_info(recipe["task"], result.model)
+    elif recipe["task"] == "digits":
         config = result.model.config
         info: dict[str, Any] = dict(
             task="digits", config=config.to_dict(), model={}, held_out=dict(accuracy=result.accuracy)
@@ -102,6 +118,19 @@ def train(name: str, out: str | Path = WEIGHTS, steps: int | None = None, progre
     (out / f"{name}.json").write_text(json.dumps(info, indent=1) + "\n")
     (out / f"{name}.safetensors").chmod(0o644)  # readable by all, like the rest of an installed package
     return info
+
+
+def tiny_info(task: str, model: Any) -> dict[str, Any]:
+    """Chapter 7's JSON: the architecture and the held-out caption figures (and, for the Flamingo, its LM alone's)."""
+    scenes = held_out_scenes(**HELD_OUT)
+    targets = flamingo.captions(scenes)
+    lm = model if task == "tiny-lm" else model.lm
+    alone = flamingo.caption_scores(flamingo.generate(lm, None, n=len(scenes)), targets)
+    if task == "tiny-lm":
+        return dict(task=task, config=model.config.to_dict(), held_out=dict(alone, scenes=SCENES))
+    figures = flamingo.evaluate_captions(model, scenes)
+    figures.update({f"lm_alone_{k}": v for k, v in alone.items()}, gates=model.gates(), scenes=SCENES)
+    return dict(task=task, model=model.spec(), held_out=figures)
 
 
 def main(argv: list[str] | None = None) -> None:

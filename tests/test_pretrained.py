@@ -22,11 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_names_and_variants():
-    assert P.PRETRAINED == ("digits", "scenes", "scenes-qknorm", "scenes-nojoin", "scenes-qknorm-nojoin")
+    assert P.PRETRAINED == (
+        "digits",
+        "scenes",
+        "scenes-qknorm",
+        "scenes-nojoin",
+        "scenes-qknorm-nojoin",
+        "tiny-lm",
+        "tiny-flamingo",
+    )
     assert pe.PRETRAINED == P.PRETRAINED and pe.pretrained is P.pretrained
     names = {(q, j): P.scenes_variant(qk_norm=q, latents_in_kv=j) for q in (False, True) for j in (False, True)}
     assert names[False, True] == "scenes"
-    assert set(names.values()) == set(P.PRETRAINED) - {"digits"}
+    assert set(names.values()) == set(P.PRETRAINED) - {"digits", "tiny-lm", "tiny-flamingo"}
     for (q, j), name in names.items():
         config = P.pretrained_info(name)["config"]
         assert (config["qk_norm"], config["latents_in_kv"]) == (q, j)
@@ -40,7 +48,10 @@ def test_every_name_loads_in_eval_mode_on_the_cpu_with_its_config(name):
     info = P.pretrained_info(name)
     assert not model.training
     assert all(p.device.type == "cpu" for p in model.parameters())
-    assert model.config.to_dict() == info["config"]
+    if name == "tiny-flamingo":  # built from its parts' specs (LM, encoder, resampler, gated layers)
+        assert model.spec() == info["model"]
+    else:
+        assert model.config.to_dict() == info["config"]
     assert info["seed"] == P.RECIPES[name]["seed"] and info["steps"] > 0 and info["seconds"] > 0
     # the loaded weights are the file's, not the constructor's random ones
     state = load_file(P.WEIGHTS / f"{name}.safetensors")

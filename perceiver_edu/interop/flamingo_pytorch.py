@@ -9,9 +9,11 @@ media) and returns [b, m, l, e]; ours takes and returns the same ([b, s, e] -> [
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..config import ResamplerConfig
+from ..flamingo import GatedCrossAttentionBlock
 from ..modules import PerceiverResampler
 from .common import build, detached, join_kv, rename, require, split_kv, wrong_module
 
@@ -94,3 +96,52 @@ def to_flamingo_pytorch(model: PerceiverResampler) -> dict[str, Tensor]:
             "build it with n_media_embeds=1 or more to export it"
         )
     return ours_to_flamingo(model, KEYS)
+
+
+# -- the gated cross-attention block (chapter 7) ----------------------------------------------------
+
+# ours -> theirs; k_proj and v_proj appear as their fused to_kv
+GATED_KEYS = (
+    ("attn_gate", "attn_gate"),
+    ("ff_gate", "ff_gate"),
+    ("cross_attention.text_layer_norm.weight", "attn.norm.weight"),
+    ("cross_attention.text_layer_norm.bias", "attn.norm.bias"),
+    ("cross_attention.q_proj.weight", "attn.to_q.weight"),
+    ("cross_attention.output_proj.weight", "attn.to_out.weight"),
+    ("feed_forward.ln.weight", "ff.0.weight"),
+    ("feed_forward.ln.bias", "ff.0.bias"),
+    ("feed_forward.fc.weight", "ff.1.weight"),
+    ("feed_forward.c_proj.weight", "ff.3.weight"),
+)
+
+
+def from_flamingo_pytorch_gated(block: nn.Module) -> GatedCrossAttentionBlock:
+    """A flamingo.GatedCrossAttentionBlock with the sizes and weights of a flamingo_pytorch.GatedCrossAttentionBlock.
+
+    Only their default `only_attend_immediate_media=True` has a counterpart here (Flamingo's rule).
+    """
+    if not (isinstance(block, nn.Module) and hasattr(block, "attn_gate") and hasattr(block, "attn")):
+        raise wrong_module("block", "a flamingo_pytorch.GatedCrossAttentionBlock (with attn_gate)", block)
+    if not block.attn.only_attend_immediate_media:
+        raise ValueError("only only_attend_immediate_media=True (a word reads only its latest image) is supported")
+    state = dict(block.state_dict())
+    embed_dim, heads = block.attn.norm.weight.shape[0], int(block.attn.heads)
+    if block.ff[1].out_features != 4 * embed_dim:
+        raise ValueError(f"the block's feed-forward is {block.ff[1].out_features} wide; only ff_mult=4 is supported")
+    ours = GatedCrossAttentionBlock(embed_dim, heads, block.attn.to_q.out_features // heads)
+    new = {mine: state[theirs].detach().clone() for mine, theirs in GATED_KEYS}
+    k, v = state["attn.to_kv.weight"].chunk(2, dim=0)  # their to_kv stacks k over v
+    new["cross_attention.k_proj.weight"], new["cross_attention.v_proj.weight"] = k.clone(), v.clone()
+    ours.load_state_dict(new)
+    return ours.to(block.attn_gate.device, block.attn_gate.dtype)
+
+
+def to_flamingo_pytorch_gated_state_dict(block: GatedCrossAttentionBlock) -> dict[str, Tensor]:
+    """Our gated block's weights under flamingo-pytorch's keys (detached), loadable with strict=True."""
+    if not isinstance(block, GatedCrossAttentionBlock):
+        raise wrong_module("block", "a perceiver_edu.flamingo.GatedCrossAttentionBlock", block)
+    state = block.state_dict()
+    theirs = {their: state[mine] for mine, their in GATED_KEYS}
+    attention = block.cross_attention
+    theirs["attn.to_kv.weight"] = torch.cat([attention.k_proj.weight, attention.v_proj.weight], dim=0)
+    return detached(theirs)
