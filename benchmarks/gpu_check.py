@@ -87,13 +87,15 @@ def fast_path_on(device: str, repeats: int = 11, config: pe.ResamplerConfig | No
     context = torch.randn(1, s, config.embed_dim, device=device)
     with torch.no_grad():
         diff = float((fast(context) - model(context)).abs().max())
-        times = pe.cost.time_interleaved({"step": lambda: model(context), "fast": lambda: fast(context)}, repeats, sync)
+        times = pe.measure.time_interleaved(
+            {"step": lambda: model(context), "fast": lambda: fast(context)}, repeats, sync
+        )
         errors = pe.fast.precision_errors(model, context)
     return dict(
         diff=diff,
         step_ms=1e3 * statistics.median(times["step"]),
         fast_ms=1e3 * statistics.median(times["fast"]),
-        ratio=pe.cost.median_ratio(times, "fast", "step"),
+        ratio=pe.measure.median_ratio(times, "fast", "step"),
         errors=errors,
     )
 

@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .checks import check_positive_int
+from . import checks
 from .config import ResamplerConfig
 from .device import available_devices
 from .modules import PerceiverResampler
@@ -86,7 +86,7 @@ class PixelEmbedding(nn.Module):
     """images [b, 8, 8] -> context [b, s, e], s = 64: one token per pixel, brightness + position.
 
     Without a position embedding the resampler could not tell pixels apart: attention is
-    permutation-invariant over context tokens (DESIGN.md), so it would see a bag of brightnesses.
+    permutation-invariant over context tokens (docs/design.md), so it would see a bag of brightnesses.
     The position is learned as a row vector plus a column vector (16 vectors, not 64): pixels in the
     same row or column start out related, a hint that ~1,400 training images are too few to teach.
     (One free vector per pixel reached 95.5-97% held out in our runs, row + column 96-98%.)
@@ -199,7 +199,7 @@ def train_digits(
     `stop_after`: see training.train.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        check_positive_int(name, value)
+        checks.positive_int(name, value)
     device = torch.device("cpu" if device is None else device)
     if device.type not in available_devices():
         raise ValueError(f"device {str(device)!r} is not available on this machine; available: {available_devices()}")

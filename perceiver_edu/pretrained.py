@@ -21,14 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from .config import ResamplerConfig
-from .digits import DigitClassifier
-from .flamingo import LMConfig, TinyFlamingo, TinyLM, VisionEncoder
-from .scenes import SceneModel, held_out_scenes
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PRETRAINED = (
@@ -61,7 +56,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 
-__all__ = ["PRETRAINED", "held_out_scenes", "pretrained", "pretrained_info", "scenes_variant"]
+__all__ = ["PRETRAINED", "pretrained", "pretrained_info", "scenes_variant"]  # and held_out_scenes, below
+
+
+def __getattr__(name: str) -> Any:
+    # the tasks (scipy) and safetensors load when a model is built, so `import perceiver_edu` stays light;
+    # held_out_scenes lives in scenes.py and is named here because it goes with the trained scenes models
+    if name == "held_out_scenes":
+        from .scenes import held_out_scenes
+
+        return held_out_scenes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def scenes_variant(qk_norm: bool, latents_in_kv: bool) -> str:
@@ -97,6 +102,8 @@ def pretrained_info(name: str) -> dict[str, Any]:
 
 def build(info: dict[str, Any]) -> nn.Module:
     """The untrained model that a NAME.json describes."""
+    if info["task"] in ("tiny-lm", "tiny-flamingo"):
+        from .flamingo import LMConfig, TinyFlamingo, TinyLM, VisionEncoder
     if info["task"] == "tiny-lm":
         return TinyLM(LMConfig(**info["config"]))
     if info["task"] == "tiny-flamingo":
@@ -105,7 +112,11 @@ def build(info: dict[str, Any]) -> nn.Module:
         return TinyFlamingo(lm, vision, ResamplerConfig(**spec.pop("resampler")), **spec)
     config = ResamplerConfig(**info["config"])
     if info["task"] == "digits":
+        from .digits import DigitClassifier
+
         return DigitClassifier(config)
+    from .scenes import SceneModel
+
     return SceneModel(config, **info["model"])
 
 
@@ -117,6 +128,9 @@ def pretrained(name: str) -> nn.Module:
     tokens [b, t] (a flamingo.TinyLM); "tiny-flamingo" reads images [b, H, W] and tokens [b, t] (a
     flamingo.TinyFlamingo, its LM and vision encoder frozen).
     """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     info = pretrained_info(name)
     path = WEIGHTS / f"{name}.safetensors"
     if not path.is_file():

@@ -11,7 +11,7 @@ to the latents with the Hungarian algorithm, as DETR matches its object queries:
 
 Because a latent is asked for *one* object's class and box, it pays to look at that object only:
 the latents become object-centric, and their attention maps can be scored against the boxes
-(`object_coverage`). The positions are Fourier features of coordinates normalised to [-1, 1], as
+(`object_attention`, `evaluate`'s object coverage). The positions are Fourier features of coordinates normalised to [-1, 1], as
 in the Perceiver paper, so the same model reads a canvas of another size: s changes, the latents
 stay. Scenes are drawn from a seed with no download; training scenes use the digits of
 `digits.load_digits_split()`'s training half, held-out scenes (`held_out_scenes`) its test half.
@@ -30,7 +30,7 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from .checks import check_positive_int
+from . import checks
 from .config import ResamplerConfig
 from .digits import N_CLASSES, SIDE, load_digits_split
 from .modules import PerceiverResampler, scale_qk_
@@ -116,8 +116,7 @@ def _draw(
 
 
 def _check_scene_args(n: Any, canvas: Any, min_objects: Any, max_objects: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive int (how many scenes); got {n!r}")
+    checks.positive_int("n", n, " (how many scenes)")
     if isinstance(canvas, bool) or not isinstance(canvas, int) or canvas < 2 * SIDE:
         raise ValueError(
             f"canvas must be an int of at least {2 * SIDE} pixels (room for two 8 x 8 digits); got {canvas!r}"
@@ -356,17 +355,25 @@ def set_loss(prediction: SetPrediction, labels: list[Tensor], boxes: list[Tensor
 # -- what the trained model gets right, and where its latents look ------------------------------
 
 
-def object_masks(boxes: Tensor, canvas: tuple[int, int], patch_size: int) -> Tensor:
-    """[k, 4] pixel boxes -> [k, s] bool: the patches each box touches, row by row.
+def object_overlap(boxes: Tensor, canvas: tuple[int, int], patch_size: int) -> Tensor:
+    """[k, 4] pixel boxes -> [k, s] floats in [0, 1]: the fraction of each patch's pixels inside each box.
 
-    A latent attends to whole patches, so "inside the box" means on a patch the box overlaps.
+    A patch wholly inside a box counts 1, a patch half inside counts 0.5, a patch the box only
+    grazes at a corner counts little. An 8 x 8 box covers 4 patches' worth of pixels however it sits.
     """
     rows, columns = canvas[0] // patch_size, canvas[1] // patch_size
     y = torch.arange(rows) * patch_size  # top pixel row of each patch row
     x = torch.arange(columns) * patch_size
-    inside_y = (y[None] + patch_size > boxes[:, 0:1]) & (y[None] < boxes[:, 2:3])  # [k, rows]
-    inside_x = (x[None] + patch_size > boxes[:, 1:2]) & (x[None] < boxes[:, 3:4])  # [k, columns]
-    return rearrange(inside_y[:, :, None] & inside_x[:, None, :], "k y x -> k (y x)")
+    # overlap of [y, y + p) with [y0, y1) along each axis, in pixels, then as a fraction of the patch
+    along_y = (torch.minimum(y[None] + patch_size, boxes[:, 2:3]) - torch.maximum(y[None], boxes[:, 0:1])).clamp(min=0)
+    along_x = (torch.minimum(x[None] + patch_size, boxes[:, 3:4]) - torch.maximum(x[None], boxes[:, 1:2])).clamp(min=0)
+    inside = along_y[:, :, None].float() * along_x[:, None, :].float() / patch_size**2  # [k, rows, columns]
+    return rearrange(inside, "k y x -> k (y x)")
+
+
+def object_masks(boxes: Tensor, canvas: tuple[int, int], patch_size: int) -> Tensor:
+    """[k, 4] pixel boxes -> [k, s] bool: the patches each box touches (overlaps by at least one pixel), row by row."""
+    return object_overlap(boxes, canvas, patch_size) > 0
 
 
 def latent_maps(trace: Trace, layer: int = -1) -> Tensor:
@@ -374,9 +381,23 @@ def latent_maps(trace: Trace, layer: int = -1) -> Tensor:
     return image_attention(trace)[layer].mean(1)
 
 
-def object_attention(maps: Tensor, boxes: list[Tensor], canvas: tuple[int, int], patch_size: int) -> list[Tensor]:
-    """Per scene [l, k]: the share of each latent's context attention (maps [b, l, s]) on each object's patches."""
-    return [maps[i] @ object_masks(b, canvas, patch_size).T.float() for i, b in enumerate(boxes)]
+def object_attention(
+    maps: Tensor, boxes: list[Tensor], canvas: tuple[int, int], patch_size: int, weigh: str = "overlap"
+) -> list[Tensor]:
+    """Per scene [l, k]: the share of each latent's context attention (maps [b, l, s]) on each object.
+
+    weigh="overlap" (the default) counts each patch's weight times the fraction of its pixels inside
+    the object's box (`object_overlap`): attention on the object's own pixels. weigh="touch", the
+    measure of earlier versions, counts the whole weight of every patch the box touches, even at a
+    corner (`object_masks`): it says more than a reader sees on the map, and is kept to compare.
+    """
+    if weigh == "overlap":
+        masks = [object_overlap(b, canvas, patch_size) for b in boxes]
+    elif weigh == "touch":
+        masks = [object_masks(b, canvas, patch_size).float() for b in boxes]
+    else:
+        raise ValueError(f"weigh must be 'overlap' or 'touch'; got {weigh!r}")
+    return [maps[i] @ m.T for i, m in enumerate(masks)]
 
 
 @torch.no_grad()
@@ -407,9 +428,12 @@ def evaluate(model: SceneModel, scenes: Scenes, coverage_threshold: float = 0.5)
 
     object_accuracy     objects whose matched latent names their class
     exact_set_accuracy  scenes where the classes of the latents that see an object are exactly the scene's classes
-    object_coverage     objects on whose patches some latent (last layer, mean over heads) puts
-                        >= coverage_threshold of its context attention
+    object_coverage     objects on which some latent (last layer, mean over heads) puts >= coverage_threshold
+                        of its context attention, each patch weighed by its share of pixels in the
+                        object's box (`object_attention(..., weigh="overlap")`)
     median_object_attention  median over objects of the largest such share
+    object_coverage_touch, median_object_attention_touch  the same, counting every patch the box
+                        touches in full (`weigh="touch"`, the measure of earlier versions): higher
     context_entropy     mean attention entropy over the context (nats), all layers
     """
     prediction, maps, entropy = run_scenes(model, scenes)
@@ -418,15 +442,15 @@ def evaluate(model: SceneModel, scenes: Scenes, coverage_threshold: float = 0.5)
     guesses = prediction.logits.argmax(-1)  # [N, l]
     right = sum(int((guesses[i, rows] == scenes.labels[i][cols]).sum()) for i, (rows, cols) in enumerate(matches))
     exact = sum(sorted(g[g != NO_OBJECT].tolist()) == sorted(y.tolist()) for g, y in zip(guesses, scenes.labels))
-    best = torch.cat([share.max(0).values for share in object_attention(maps, scenes.boxes, canvas, model.patch_size)])
     n_objects = sum(len(y) for y in scenes.labels)
-    return dict(
-        object_accuracy=100.0 * right / n_objects,
-        exact_set_accuracy=100.0 * exact / len(scenes),
-        object_coverage=100.0 * float((best >= coverage_threshold).float().mean()),
-        median_object_attention=100.0 * float(best.median()),
-        context_entropy=float(entropy.mean()),
-    )
+    figures = dict(object_accuracy=100.0 * right / n_objects, exact_set_accuracy=100.0 * exact / len(scenes))
+    for weigh, suffix in (("overlap", ""), ("touch", "_touch")):
+        shares = object_attention(maps, scenes.boxes, canvas, model.patch_size, weigh)  # per scene [l, k]
+        best = torch.cat([share.max(0).values for share in shares])  # [objects]: the best latent's share
+        figures["object_coverage" + suffix] = 100.0 * float((best >= coverage_threshold).float().mean())
+        figures["median_object_attention" + suffix] = 100.0 * float(best.median())
+    figures["context_entropy"] = float(entropy.mean())
+    return figures
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -456,7 +480,7 @@ def train_scenes(
     held-out objects, but the classes come only later (the shipped "scenes" ran 3,000 steps at 2e-3).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        check_positive_int(name, value)
+        checks.positive_int(name, value)
     model = init_scene_model(config, seed)
     optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)  # as chapter 4's digits
     rng = np.random.default_rng([seed, 2])  # the training scenes: fresh ones every step, from the seed

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .checks import check_positive_int
+from . import checks
 
 FIRST_STEPS = 20  # how many per-step losses a run keeps for comparing remakes across machines
 
@@ -141,9 +141,11 @@ def train(
     `stop_after` ends the run early while the schedule still spans `steps`: the first steps of a recipe
     exactly as the full run takes them (how a remake's `first_losses` are checked).
     """
-    check_positive_int("steps", steps)
-    check_positive_int("eval_every", eval_every)
-    last = steps if stop_after is None else min(steps, check_positive_int("stop_after", stop_after))
+    checks.positive_int("steps", steps)
+    checks.positive_int("eval_every", eval_every)
+    if stop_after is not None:
+        checks.positive_int("stop_after", stop_after)
+    last = steps if stop_after is None else min(steps, stop_after)
     initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     history: dict[str, list[float]] = {"step": [], "loss": []}
     first_losses: list[float] = []

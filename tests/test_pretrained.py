@@ -78,7 +78,7 @@ def test_the_trained_scenes_model_reads_its_held_out_scenes():
     initial = S.evaluate(S.init_scene_model(model.config, info["seed"], **info["model"]), scenes)
     # far above what the same architecture does before training
     assert figures["object_accuracy"] > initial["object_accuracy"] + 30
-    # issue 9's attention figures: some latent puts >= 50 % of its context attention on each object,
+    # the attention figures' target: some latent puts >= 50 % of its context attention on each object,
     # and the attention entropy falls by >= 40 % from initialisation
     assert figures["object_coverage"] >= 90 > initial["object_coverage"]
     assert figures["context_entropy"] <= 0.6 * initial["context_entropy"]
