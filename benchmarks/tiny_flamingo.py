@@ -42,11 +42,12 @@ def feeds(steps: int, seed: int) -> dict:
     """Train each feed on the same recipe and budget; their held-out figures, FLOPs and CPU seconds."""
     recipe = P.RECIPES["tiny-flamingo"]
     lm = pe.pretrained("tiny-lm")
+    vision = fl.VisionEncoder.from_scene_model(pe.pretrained("scenes"))
     scenes = pe.held_out_scenes(1000, seed=seed)
     out = {}
     for feed in fl.FEEDS:
         start = time.process_time()
-        model = fl.build_flamingo(lm, feed=feed, seed=recipe["seed"], **recipe["model"])
+        model = fl.build_flamingo(lm, vision, feed=feed, seed=recipe["seed"], **recipe["model"])
         fl.train_flamingo(model, steps=steps, progress=False, eval_every=steps, **recipe["training"])
         figures = fl.evaluate_captions(model, scenes)
         out[feed] = dict(
@@ -64,7 +65,7 @@ def feeds(steps: int, seed: int) -> dict:
         progress=False,
         **P.RECIPES["tiny-lm"]["training"],
     ).model
-    model = fl.build_flamingo(lm_ltr, seed=recipe["seed"], **recipe["model"])
+    model = fl.build_flamingo(lm_ltr, vision, seed=recipe["seed"], **recipe["model"])
     fl.train_flamingo(model, steps=steps, progress=False, eval_every=steps, order=order, **recipe["training"])
     left = dict(fl.evaluate_captions(model, scenes, order), cpu_seconds=round(time.process_time() - start, 1))
     left["lm_alone"] = fl.caption_scores(fl.generate(lm_ltr, None, n=len(scenes)), fl.captions(scenes, order))

@@ -645,7 +645,7 @@ def one_cycle(model: nn.Module, lr: float, steps: int, weight_decay: float = 0.0
 
 def build_flamingo(
     lm: TinyLM,
-    vision: VisionEncoder | None = None,
+    vision: VisionEncoder,
     *,
     n_latents: int = 8,
     resampler_depth: int = 2,
@@ -654,17 +654,20 @@ def build_flamingo(
     qk_init_gain: float = 1.0,
     seed: int = 0,
 ) -> TinyFlamingo:
-    """A TinyFlamingo around a (trained) LM and the frozen "scenes" vision encoder, its new parts seeded.
+    """A TinyFlamingo around a (trained) LM and a vision encoder, both frozen, its new parts seeded.
+
+    The shipped model's encoder is the "scenes" model's: VisionEncoder.from_scene_model(pe.pretrained("scenes")).
 
     qk_init_gain scales the resampler's q and k projections at the start (`modules.scale_qk_`), as the
     scenes model does: the latents start with sharper, more different views.
     """
     if not isinstance(lm, TinyLM):
         raise TypeError(f"lm must be a flamingo.TinyLM (e.g. pe.pretrained('tiny-lm')); got {type(lm).__name__}")
-    if vision is None:
-        from .pretrained import pretrained
-
-        vision = VisionEncoder.from_scene_model(pretrained("scenes"))
+    if not isinstance(vision, VisionEncoder):
+        raise TypeError(
+            "vision must be a flamingo.VisionEncoder, e.g. VisionEncoder.from_scene_model(pe.pretrained('scenes')); "
+            f"got {type(vision).__name__}"
+        )
     torch.manual_seed(seed)
     e = lm.config.embed_dim
     config = ResamplerConfig(embed_dim=e, depth=resampler_depth, n_heads=4, head_dim=16, n_latents=n_latents)

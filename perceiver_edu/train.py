@@ -50,7 +50,8 @@ def run_recipe(
     if recipe["task"] == "tiny-flamingo":  # around the shipped "tiny-lm" (remake that first) and "scenes" encoder
         from .pretrained import pretrained
 
-        model = flamingo.build_flamingo(pretrained("tiny-lm"), seed=recipe["seed"], **recipe["model"])
+        vision = flamingo.VisionEncoder.from_scene_model(pretrained("scenes"))
+        model = flamingo.build_flamingo(pretrained("tiny-lm"), vision, seed=recipe["seed"], **recipe["model"])
         return flamingo.train_flamingo(
             model, steps=steps, seed=recipe["seed"], progress=progress, stop_after=stop_after, **recipe["training"]
         )

@@ -173,7 +173,9 @@ def test_bad_inputs_get_clear_messages():
     with pytest.raises(ValueError, match="feed must be one of"):
         tiny_model(feed="pixels")
     with pytest.raises(TypeError, match="lm must be a flamingo.TinyLM"):
-        fl.build_flamingo("gpt2")
+        fl.build_flamingo("gpt2", fl.VisionEncoder())
+    with pytest.raises(TypeError, match="vision must be a flamingo.VisionEncoder"):
+        fl.build_flamingo(fl.TinyLM(), "clip")
     from perceiver_edu.interop.flamingo_pytorch import from_flamingo_pytorch_gated
 
     with pytest.raises(TypeError, match="GatedCrossAttentionBlock"):

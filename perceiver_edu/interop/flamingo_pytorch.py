@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ResamplerConfig
-from ..flamingo import GatedCrossAttentionBlock
 from ..modules import PerceiverResampler
 from .common import build, detached, join_kv, rename, require, split_kv, wrong_module
 
@@ -115,11 +114,13 @@ GATED_KEYS = (
 )
 
 
-def from_flamingo_pytorch_gated(block: nn.Module) -> GatedCrossAttentionBlock:
+def from_flamingo_pytorch_gated(block: nn.Module):
     """A flamingo.GatedCrossAttentionBlock with the sizes and weights of a flamingo_pytorch.GatedCrossAttentionBlock.
 
     Only their default `only_attend_immediate_media=True` has a counterpart here (Flamingo's rule).
     """
+    from ..flamingo import GatedCrossAttentionBlock  # here, not at the top: the task module loads scipy
+
     if not (isinstance(block, nn.Module) and hasattr(block, "attn_gate") and hasattr(block, "attn")):
         raise wrong_module("block", "a flamingo_pytorch.GatedCrossAttentionBlock (with attn_gate)", block)
     if not block.attn.only_attend_immediate_media:
@@ -136,8 +137,10 @@ def from_flamingo_pytorch_gated(block: nn.Module) -> GatedCrossAttentionBlock:
     return ours.to(block.attn_gate.device, block.attn_gate.dtype)
 
 
-def to_flamingo_pytorch_gated_state_dict(block: GatedCrossAttentionBlock) -> dict[str, Tensor]:
+def to_flamingo_pytorch_gated_state_dict(block: nn.Module) -> dict[str, Tensor]:
     """Our gated block's weights under flamingo-pytorch's keys (detached), loadable with strict=True."""
+    from ..flamingo import GatedCrossAttentionBlock
+
     if not isinstance(block, GatedCrossAttentionBlock):
         raise wrong_module("block", "a perceiver_edu.flamingo.GatedCrossAttentionBlock", block)
     state = block.state_dict()
