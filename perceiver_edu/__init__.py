@@ -25,10 +25,15 @@ def __getattr__(name):
         from .explorer import Explorer
 
         return Explorer
+    if name == "AttentionView":  # the client-side view (explorer/view.py, explorer/view.js)
+        from .explorer.view import AttentionView
+
+        return AttentionView
     raise AttributeError(f"module 'perceiver_edu' has no attribute {name!r}")
 
 
 __all__ = [
+    "AttentionView",
     "Explorer",
     "INPUT_KINDS",
     "PRETRAINED",
