@@ -181,7 +181,10 @@ def check_live_view(page, root, value_of):
     canvas.hover(position={"x": 100, "y": 30 + 176 - 5})
     assert canvas.evaluate(crop, overlay) != first
     readout = root.locator("[data-pe-readout]").inner_text()
-    found = re.search(r"layer (\d+), head (\d+), latent (\d+) \u2192 (?:context token (\d+)|latent (\d+)'s key).*weight (\d\.\d{3})", readout)
+    found = re.search(
+        r"layer (\d+), head (\d+), latent (\d+) \u2192 (?:context token (\d+)|latent (\d+)'s key).*weight (\d\.\d{3})",
+        readout,
+    )
     assert found, readout
     layer, head, i = (int(found.group(k)) for k in (1, 2, 3))
     j = int(found.group(4)) if found.group(4) else 64 + int(found.group(5))

@@ -102,7 +102,9 @@ class AttentionView:
             raise ValueError(f"every trace must have the same depth and [h, l, n]; got shapes {sorted(shapes)}")
         s = first.context_length
         if grid and grid * grid + cls != s:
-            raise ValueError(f"a grid of {grid} x {grid} patches plus {cls} CLS token(s) needs s = {grid * grid + cls}; got {s}")
+            raise ValueError(
+                f"a grid of {grid} x {grid} patches plus {cls} CLS token(s) needs s = {grid * grid + cls}; got {s}"
+            )
         # [scenes, depth, h, l, n], batch row 0 of each trace
         self.attn = torch.stack([torch.stack([a[0] for a in t.attentions]) for t in traces]).float().contiguous()
         self.traces = traces
@@ -119,10 +121,20 @@ class AttentionView:
             else:
                 data, ih, iw, channels, factor = b"", 0, 0, 1, 1.0
             pixels.append(data)
-            boxes = [[float(v) * factor for v in box] for box in (np.asarray(scene.boxes).tolist() if len(scene.boxes) else [])]
+            boxes = [
+                [float(v) * factor for v in box]
+                for box in (np.asarray(scene.boxes).tolist() if len(scene.boxes) else [])
+            ]
             described.append(
-                dict(label=scene.label, short=scene.short or scene.label, h=ih, w=iw, channels=channels, boxes=boxes,
-                     labels=[int(x) for x in scene.labels])
+                dict(
+                    label=scene.label,
+                    short=scene.short or scene.label,
+                    h=ih,
+                    w=iw,
+                    channels=channels,
+                    boxes=boxes,
+                    labels=[int(x) for x in scene.labels],
+                )
             )
         self.pixels = b"".join(pixels)
         self.meta = dict(
@@ -217,7 +229,7 @@ class AttentionView:
         depth, h, l, n = self.attn.shape[1:]
         return f"{len(self.scenes)} scene(s), depth {depth}, {h} heads, {l} latents, n = {n} keys"
 
-    def widget(self) -> ViewWidget:
+    def widget(self) -> Any:
         """The same view as an anywidget (a kernel can send it new tensors with `ViewWidget.show`)."""
         view = _widget_class()()
         view.show(self)
@@ -254,7 +266,11 @@ def _widget_class() -> type:
                 self.pixels = view.pixels
                 depth, h, l = view.attn.shape[1:4]
                 if keep_view:
-                    self.layer, self.head, self.latent = min(self.layer, depth - 1), min(self.head, h - 1), min(self.latent, l - 1)
+                    self.layer, self.head, self.latent = (
+                        min(self.layer, depth - 1),
+                        min(self.head, h - 1),
+                        min(self.latent, l - 1),
+                    )
                     self.scene = min(self.scene, len(view.scenes) - 1)
                 else:
                     for key, value in view.start.items():
