@@ -165,6 +165,27 @@ class AttentionView:
         grid = scenes.images.shape[-1] // model.patch_size
         return cls(traces, described, name=name, grid=grid, **kwargs)
 
+    @classmethod
+    def from_run(cls, run: Any, **kwargs: Any) -> AttentionView:
+        """One run of the explorer (forward.Run): a held-out scene, the photo, or tokens with no picture."""
+        from ..inputs import grid_side, sample_image
+        from .forward import SCENE, scene_side
+
+        s = run.context_length
+        if run.input_kind == SCENE:
+            one = run.scene
+            scene = Scene(
+                f"held-out scene {run.scene_index}", one.images[0], one.boxes[0].tolist(), one.labels[0].tolist()
+            )
+            grid, cls_tokens = scene_side(s), 0
+        elif run.input_kind == "image":
+            grid, cls_tokens = grid_side(s), 1
+            scene = Scene("the photo", sample_image(grid))
+        else:
+            scene, grid, cls_tokens = Scene(f"{run.input_kind} input"), 0, 0
+        weights = "random" if run.weights == "random" else run.weights
+        return cls([run.trace], [scene], name=kwargs.pop("name", weights), grid=grid, cls=cls_tokens, **kwargs)
+
     # -- what the browser gets -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """meta, attn and pixels (base64 text) and the starting view: what view.js's model.get returns."""
