@@ -173,12 +173,17 @@ def check_live_view(page, root, value_of):
     assert root.locator("button[data-pe-layer='1']").get_attribute("aria-pressed") == "true"
     canvas = root.locator("canvas")
     box = canvas.bounding_box()
+    scale = box["width"] / canvas.evaluate("c => c.width")  # the book's column may shrink the canvas
+
+    def at(x, y):
+        return {"x": x * scale, "y": y * scale}
+
     # hover two rows of the map: the picture beside it follows the hovered latent
     overlay = {"x": 940 - 250, "y": 30, "width": 240, "height": 240}
     crop = "(c, r) => c.getContext('2d').getImageData(r.x, r.y, r.width, r.height).data.join(',')"
-    canvas.hover(position={"x": 100, "y": 30 + 5})
+    canvas.hover(position=at(100, 30 + 5))
     first = canvas.evaluate(crop, overlay)
-    canvas.hover(position={"x": 100, "y": 30 + 176 - 5})
+    canvas.hover(position=at(100, 30 + 176 - 5))
     assert canvas.evaluate(crop, overlay) != first
     readout = root.locator("[data-pe-readout]").inner_text()
     found = re.search(
@@ -191,6 +196,17 @@ def check_live_view(page, root, value_of):
     scene = int(root.locator("button[data-pe-scene][aria-pressed='true']").get_attribute("data-pe-scene") or 0)
     assert float(found.group(6)) == round(value_of(scene, layer, head, i, j), 3)
     assert box["width"] > 500
+    # hovering a patch of the scene names the latents that read it most, with their weights
+    canvas.hover(position=at(940 - 250 + 135, 30 + 135))  # the middle of patch (4, 4) of the 8 x 8 grid
+    text = root.locator("[data-pe-readout]").inner_text()
+    found = re.search(
+        r"layer (\d+), head (\d+): context token 36 \(patch row 4, column 4\) is read most by latent (\d+) \((\d\.\d{3})\)",
+        text,
+    )
+    assert found, text
+    layer, head, reader = (int(found.group(k)) for k in (1, 2, 3))
+    weights = [value_of(scene, layer, head, i, 36) for i in range(8)]
+    assert reader == max(range(8), key=weights.__getitem__) and float(found.group(4)) == round(max(weights), 3)
 
 
 @pytest.mark.browser
@@ -223,3 +239,83 @@ def test_the_html_view_is_live_offline(view, model, held_out, tmp_path):
         assert image.count() == 1 and image.evaluate("i => i.naturalWidth") > 300
         assert page.locator("[data-pe-view]").count() == 0
         browser.close()
+
+
+# -- the book's chapters 2 and 3, from file://, no kernel, no network -----------------------------
+
+# sphinx-book-theme's own script logs this on a page opened from file:// (no stored theme mode); it
+# is not the view's, and the theme then uses its default
+THEME_NOTICE = "Got invalid theme mode"
+
+
+def chapter_views():
+    """What the chapters' views hold: the scenes model on pe.held_out_scenes(8) (chapters 2 and 3)."""
+    model = pe.pretrained("scenes")
+    return traces_of(model, pe.held_out_scenes(8))
+
+
+@pytest.fixture(scope="module")
+def book_pages():
+    """The book built with the README's command (test_book's fixture, once for this module)."""
+    import importlib.util
+    import subprocess
+
+    import test_book
+    from test_browser import need
+
+    for module in ("sphinx", "myst_nb", "sphinx_book_theme"):
+        need(importlib.util.find_spec(module) is not None, f'{module} is not installed (pip install -e ".[docs]")')
+    run = subprocess.run(
+        ["bash", "-c", f"set -e; {test_book.book_command()}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return test_book.BOOK
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", ["02_attention_maps", "03_explorer"])
+def test_the_books_chapter_views_are_live_offline(chapter, book_pages):
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, need
+
+    need(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    traces = chapter_views()
+    page_path = book_pages / "notebooks" / f"{chapter}.html"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page, problems, requests = open_page(browser, page_path.as_uri())
+        root = page.locator("[data-pe-view='scenes']").first
+        root.scroll_into_view_if_needed()
+        assert root.locator("button[data-pe-scene]").count() == 8  # eight held-out scenes, all in the page
+        root.locator("button[data-pe-scene='5']").click()
+        check_live_view(page, root, lambda sc, L, h, i, j: float(traces[sc].attentions[L][0, h, i, j]))
+        views = page.locator("[data-pe-view]")
+        assert all(int(views.nth(k).get_attribute("data-pe-drawn")) >= 1 for k in range(views.count()))
+        assert page.locator(".pe-view-host > img").count() == 0  # every still picture was replaced
+        assert not [m for m in problems if THEME_NOTICE not in m], problems
+        assert requests and all(u.startswith("file:") for u in requests), [
+            u for u in requests if not u.startswith("file:")
+        ]
+        browser.close()
+
+
+def test_the_chapters_run_the_packages_script():
+    """A stored view inlines view.js as it was when the chapter ran: it must be today's file."""
+    from perceiver_edu.explorer.view import module_source
+
+    today = module_source().replace("export default {", "const peView = {").encode("ascii", "backslashreplace").decode()
+    for chapter in ("02_attention_maps", "03_explorer"):
+        nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
+        pages = [
+            "".join(o["data"]["text/html"])
+            for c in nb["cells"]
+            for o in c.get("outputs", [])
+            if "text/html" in o.get("data", {}) and "pe-view-host" in "".join(o["data"]["text/html"])
+        ]
+        assert pages, f"{chapter} stores no live view"
+        assert all(today in html for html in pages), f"{chapter}: re-run it, its views hold an older view.js"
+        # GitHub's preview runs no scripts: each view's output also carries the still picture
+        assert all(re.search(r'<img src="data:image/png;base64,[^"]{1000,}" alt="[^"]{10,}"', html) for html in pages)
+        assert (ROOT / "notebooks" / f"{chapter}.ipynb").stat().st_size <= 4 * 2**20

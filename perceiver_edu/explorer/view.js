@@ -411,10 +411,11 @@ function render({ model, el }) {
   root.tabIndex = 0; // focusable: arrow keys step layer and head
   root.dataset.peView = d.meta.name;
   root.dataset.peDrawn = "0";
-  root.style.cssText = "font: 13px sans-serif; outline: none; max-width: 100%; overflow-x: auto";
+  root.style.cssText = "font: 13px sans-serif; outline: none; max-width: 100%";
   const bar = document.createElement("div");
   const canvas = document.createElement("canvas");
-  canvas.style.display = "block";
+  // a narrower page (the book's column) shrinks the picture; pointer positions are scaled back below
+  canvas.style.cssText = "display: block; max-width: 100%; height: auto";
   const readout = document.createElement("div");
   readout.dataset.peReadout = "";
   readout.style.cssText = "font-family: monospace; min-height: 1.4em; margin: 4px 0";
@@ -500,8 +501,8 @@ function render({ model, el }) {
   }
 
   canvas.addEventListener("mousemove", (e) => {
-    const r = canvas.getBoundingClientRect();
-    const h = hits && hits.hit(e.clientX - r.left, e.clientY - r.top);
+    const r = canvas.getBoundingClientRect(), scale = canvas.width / r.width;
+    const h = hits && hits.hit((e.clientX - r.left) * scale, (e.clientY - r.top) * scale);
     const same = JSON.stringify(h) === JSON.stringify(hover);
     hover = h;
     if (!same) draw();
