@@ -428,15 +428,29 @@ function render({ model, el }) {
     return { scene: c(get("scene"), d.meta.scenes.length), layer: c(get("layer"), d.D), head: c(get("head"), d.H),
       latent: c(get("latent"), d.L), tab: VIEWS[get("tab")] ? get("tab") : "head" };
   };
+  // From a kernel: new tensors (an architecture change), or a view control set from Python. One
+  // message may change several fields; their events are gathered into one draw of the new data.
+  let pending = false, stale = false;
+  const later = (reload) => {
+    stale = stale || reload;
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => {
+      pending = false;
+      if (stale) { d = load(model); root.dataset.peView = d.meta.name; hover = null; stale = false; }
+      draw();
+    });
+  };
   const choose = (values) => { // a view change: written to the model (the kernel hears of it, if any)
     for (const [k, v] of Object.entries(values)) model.set(k, v);
     model.save_changes();
     hover = null;
-    draw();
+    later(false); // one draw, however many fields changed (anywidget's model also reports them)
   };
 
-  // A row of buttons, one per value; the chosen one is pressed.
-  function buttons(label, key, values, names, chosen) {
+  // A row of buttons, one per value. The rows are built once per shape of the data (so a click never
+  // lands on a button that a redraw replaced); each draw only marks the chosen ones as pressed.
+  function buttons(label, key, values, names) {
     const row = document.createElement("div");
     row.style.margin = "2px 0";
     row.append(label ? label + " " : "");
@@ -444,27 +458,38 @@ function render({ model, el }) {
       const b = document.createElement("button");
       b.textContent = names ? names[k] : String(v);
       b.dataset["pe" + key[0].toUpperCase() + key.slice(1)] = String(v);
-      b.setAttribute("aria-pressed", String(v === chosen));
-      b.style.cssText = `margin: 1px; padding: 1px 6px; border: 1px solid #888; border-radius: 3px; cursor: pointer;
-        background: ${v === chosen ? "#1f77b4" : "#f4f4f4"}; color: ${v === chosen ? "#fff" : "#222"}`;
+      b.dataset.key = key;
+      b.value = JSON.stringify(v);
+      b.style.cssText = "margin: 1px; padding: 1px 6px; border: 1px solid #888; border-radius: 3px; cursor: pointer";
       b.onclick = () => choose({ [key]: v });
       row.append(b);
     });
     return row;
   }
   const range = (n) => Array.from({ length: n }, (_, k) => k);
+  let shape = "";
 
   function controls(st) {
-    const rows = [buttons("", "tab", TABS.map((t) => t[0]), TABS.map((t) => t[1]), st.tab)];
-    if (d.meta.scenes.length > 1) rows.push(buttons("scene", "scene", range(d.meta.scenes.length), d.meta.scenes.map((s) => s.short || s.label), st.scene));
-    rows.push(buttons("layer", "layer", range(d.D), null, st.layer));
-    rows.push(buttons("head", "head", range(d.H), null, st.head));
-    rows.push(buttons("latent", "latent", range(d.L), null, st.latent));
-    const help = document.createElement("div");
-    help.style.cssText = "color: #555; font-size: 12px";
-    help.textContent = "Arrow keys: ↑ ↓ layer, ← → head. Hover the map or the image for values. Colours: viridis.";
-    rows.push(help);
-    bar.replaceChildren(...rows);
+    const now = [d.D, d.H, d.L, d.meta.scenes.length].join(",");
+    if (now !== shape) {
+      shape = now;
+      const rows = [buttons("", "tab", TABS.map((t) => t[0]), TABS.map((t) => t[1]))];
+      if (d.meta.scenes.length > 1) rows.push(buttons("scene", "scene", range(d.meta.scenes.length), d.meta.scenes.map((s) => s.short || s.label)));
+      rows.push(buttons("layer", "layer", range(d.D)));
+      rows.push(buttons("head", "head", range(d.H)));
+      rows.push(buttons("latent", "latent", range(d.L)));
+      const help = document.createElement("div");
+      help.style.cssText = "color: #555; font-size: 12px";
+      help.textContent = "Arrow keys: \u2191 \u2193 layer, \u2190 \u2192 head. Hover the map or the image for values. Colours: viridis.";
+      rows.push(help);
+      bar.replaceChildren(...rows);
+    }
+    for (const b of bar.querySelectorAll("button")) {
+      const on = JSON.stringify(st[b.dataset.key]) === b.value;
+      b.setAttribute("aria-pressed", String(on));
+      b.style.background = on ? "#1f77b4" : "#f4f4f4";
+      b.style.color = on ? "#fff" : "#222";
+    }
   }
 
   function describe(h, st) {
@@ -519,12 +544,11 @@ function render({ model, el }) {
     const [key, by] = step, hi = key === "layer" ? d.D : d.H;
     choose({ [key]: (st[key] + by + hi) % hi });
   });
-  root.addEventListener("mousedown", () => root.focus());
+  // (no focus() on mousedown: focusing scrolls the page, and a button that moves under the pointer
+  // between press and release never gets its click; a click focuses the root, or a button inside it)
 
-  // from a kernel: new tensors (an architecture change), or a view control set from Python
-  const reload = () => { d = load(model); root.dataset.peView = d.meta.name; hover = null; draw(); };
-  model.on("change:attn", reload);
-  for (const k of ["scene", "layer", "head", "latent", "tab"]) model.on(`change:${k}`, () => draw());
+  model.on("change:attn", () => later(true));
+  for (const k of ["scene", "layer", "head", "latent", "tab"]) model.on(`change:${k}`, () => later(false));
   draw();
   return () => { el.replaceChildren(); };
 }
