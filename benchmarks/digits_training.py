@@ -17,7 +17,7 @@ import os
 import torch
 
 import perceiver_edu as pe
-from perceiver_edu import toy
+from perceiver_edu import ResamplerConfig
 
 
 def load() -> str:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=200, help="steps of the all-cores reference run")
     args = parser.parse_args()
 
-    cfg = toy.default_config(qk_norm=args.qk_norm)
+    cfg = ResamplerConfig.tiny(qk_norm=args.qk_norm)
     data = pe.load_digits_split()
     print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {cfg}")
     print(f"before: {load()}")

@@ -10,7 +10,7 @@ figure is drawn and its PNG is on the Image widget (`n_renders` is checked to ha
 trip to the browser and its decoding of the PNG are not included.
 Two walks of changes: from the trained default (weights, scene, the trained variants) and from
 random weights on the photo (every architecture control). Each is reported on its own.
-Target (issue 4, 2 CPU cores): median <= 100 ms, 95th percentile <= 250 ms, for each walk.
+Target (2 CPU cores): median <= 100 ms, 95th percentile <= 250 ms, for each walk.
 
 Reference in the same run: the naive way to show the same figure, a fresh
 `viz.plot_attention_map` figure saved with `savefig` (what a notebook cell does), plus the forward

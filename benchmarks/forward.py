@@ -45,7 +45,7 @@ def main() -> None:
     torch.manual_seed(0)
     theirs = IdeficsPerceiverResampler(hf_config, cfg.embed_dim, cfg.depth, cfg.n_heads, cfg.head_dim, cfg.n_latents)
     theirs = theirs.eval().to(args.device)
-    ours = pe.PerceiverResampler.from_idefics(theirs).eval()
+    ours = pe.interop.from_idefics(theirs).eval()
     print(
         f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"config {cfg}, {args.repeats} interleaved repeats"

@@ -1,7 +1,7 @@
 """Where the project lives on the web, and every launch link derived from it.
 
 The repository's address is written once, as `Repository` under `[project.urls]` in pyproject.toml.
-Everything else comes from it: the README's Binder and Colab links (checked by tests/test_links.py),
+Everything else comes from it: the README's Binder and Colab links (checked by tests/test_colab.py and tests/test_binder.py),
 the book's launch links (docs/conf.py, docs/build.py) and the Colab setup cell of every chapter
 (.ci/colab_cell.py).
 

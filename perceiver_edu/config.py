@@ -18,8 +18,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from . import checks
+
 _SIZES = ("embed_dim", "depth", "n_heads", "head_dim", "n_latents")
-_SWITCHES = ("qk_norm", "latents_in_kv", "check_finite", "accepts_mask", "subtract_max")
+_SWITCHES = ("qk_norm", "latents_in_kv", "accepts_mask", "subtract_max")
 _COUNTS = ("n_media_embeds", "n_frame_embeds")
 # the allowed values of each seam that is a choice, in the order the docs list them
 CHOICES = {
@@ -40,12 +42,11 @@ class ResamplerConfig:
     n_latents     l: how many tokens the context is compressed to
     qk_norm       LayerNorm over d on queries and keys before the scores (IDEFICS: qk_layer_norms_perceiver)
     latents_in_kv let the latents join the keys/values (True in IDEFICS and Flamingo)
-    check_finite  refuse a context with NaN/inf instead of letting it turn every attention map into NaN
 
     The family's seams (defaults = IDEFICS):
     norm          "layer" (LayerNorm, weight and bias) or "rms" (RMSNorm, weight only, computed in float32: Idefics2)
     mlp           "relu" (IDEFICS), "gelu" (Flamingo) or "swiglu" (Idefics2: down(silu(gate(x)) * up(x))), all 4e wide
-    n_kv_heads    k: key/value heads; None = n_heads. Fewer is grouped-query attention (Idefics2: 4 for 16
+    n_kv_heads    g: key/value heads; None = n_heads. Fewer is grouped-query attention (Idefics2: 4 for 16
                   query heads): each k/v head serves n_heads // n_kv_heads query heads
     latents_init  "randn" (IDEFICS, Flamingo) or "ones" (Idefics2): how the learned latents start
     n_media_embeds  m: learned embeddings, one per image/video frame time step, added to every token of that
@@ -64,7 +65,6 @@ class ResamplerConfig:
     n_latents: int = 8
     qk_norm: bool = False
     latents_in_kv: bool = True
-    check_finite: bool = True
     norm: str = "layer"
     mlp: str = "relu"
     n_kv_heads: int | None = None
@@ -77,37 +77,25 @@ class ResamplerConfig:
 
     def __post_init__(self) -> None:
         for name in _SIZES:
-            value = getattr(self, name)
-            # bool is an int in Python; ResamplerConfig(depth=True) is almost certainly a mistake.
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be a positive int; got {value!r} ({type(value).__name__})")
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive int; got {value}")
+            checks.positive_int(name, getattr(self, name))
         for name in _SWITCHES:
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
+            checks.boolean(name, getattr(self, name))
         for name, allowed in CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+            checks.one_of(name, getattr(self, name), allowed)
         for name in _COUNTS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0 (0 = no such embeddings); got {value!r}")
+            checks.nonnegative_int(name, getattr(self, name), " (0 = no such embeddings)")
         kv = self.n_kv_heads
         if kv is not None:
-            if isinstance(kv, bool) or not isinstance(kv, int) or kv <= 0:
+            if not checks.is_int(kv) or kv <= 0:
                 raise ValueError(f"n_kv_heads must be None (= n_heads) or a positive int; got {kv!r}")
             if self.n_heads % kv:
                 raise ValueError(
                     f"n_kv_heads must divide n_heads (each k/v head serves n_heads // n_kv_heads query heads); "
                     f"got n_heads={self.n_heads}, n_kv_heads={kv}"
                 )
-        if self.norm_eps is not None and (
-            isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0
-        ):
-            raise ValueError(f"norm_eps must be None or a positive number; got {self.norm_eps!r}")
+        eps = self.norm_eps
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0):
+            raise ValueError(f"norm_eps must be None or a positive number; got {eps!r}")
 
     # -- derived sizes ------------------------------------------------------------------------
     @property
@@ -117,12 +105,12 @@ class ResamplerConfig:
 
     @property
     def kv_heads(self) -> int:
-        """k: the number of key/value heads (n_kv_heads, or n_heads when that is None)."""
+        """g: the number of key/value heads (n_kv_heads, or n_heads when that is None)."""
         return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
     @property
     def kv_dim(self) -> int:
-        """k * d: the width of k and v before the heads are split (smaller than inner_dim with grouped-query)."""
+        """g * d: the width of k and v before the heads are split (smaller than inner_dim with grouped-query)."""
         return self.kv_heads * self.head_dim
 
     @property
@@ -187,27 +175,3 @@ class ResamplerConfig:
     def tiny(cls, **overrides: Any) -> ResamplerConfig:
         """Small enough to print, plot and run in milliseconds on a laptop CPU."""
         return cls(**{**dict(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=8), **overrides})
-
-    @classmethod
-    def from_idefics(cls, hf_config: Any, **overrides: Any) -> ResamplerConfig:
-        """Read the resampler's sizes from a transformers `IdeficsConfig` (or its dict form, as in config.json)."""
-        cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
-        perceiver = cfg.get("perceiver_config")
-        vision = cfg.get("vision_config")
-        if not isinstance(perceiver, dict) or not isinstance(vision, dict):
-            raise ValueError(
-                "hf_config must be an IdeficsConfig (or its dict) with 'perceiver_config' and 'vision_config'; "
-                f"got keys {sorted(cfg)[:12]}"
-            )
-        try:
-            values = dict(
-                embed_dim=vision["embed_dim"],
-                depth=perceiver["resampler_depth"],
-                n_heads=perceiver["resampler_n_heads"],
-                head_dim=perceiver["resampler_head_dim"],
-                n_latents=perceiver["resampler_n_latents"],
-                qk_norm=bool(perceiver.get("qk_layer_norms_perceiver", False)),
-            )
-        except KeyError as missing:
-            raise ValueError(f"hf_config is missing {missing}, which the resampler's size is read from") from None
-        return cls(**{**values, **overrides})

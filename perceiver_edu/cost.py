@@ -1,34 +1,36 @@
 """What the resampler costs, by formula: FLOPs and memory per step, and what it saves downstream.
 
 A FLOP here is one multiply or one add, so a multiply-add counts 2 and `x [m, k] @ w [k, n]` costs
-2 m k n (the convention of torch.utils.flop_counter, which the tests hold these formulas to). Only
-the matrix products are counted: LayerNorm, softmax, ReLU and the residual adds touch each number
-a few times, O(b n e) in all, which is small next to the products but not free (it is memory
-traffic, and it is what a fused kernel saves).
+2 m k n (the convention of torch.utils.flop_counter, which the tests hold these formulas to, for
+every preset). Only the matrix products are counted: norms, softmax, activations and residual adds
+touch each number a few times, O(b n e) in all: small next to the products, but not free (memory
+traffic, which a fused kernel saves). Measuring time and memory is `measure.py`'s job.
+
+The formulas follow the config's seams: g k/v heads (grouped-query attention; g = h without it)
+make k_proj and v_proj narrower, but every one of the h query heads still scores all n keys; a
+SwiGLU MLP has three matrices, ReLU and GELU two. Media and frames are resampled one media at a
+time: pass b = examples x media and s = tokens per media (f v with frames).
 
 Two arrangements of the same maths (chapter 6):
 
-- "standard" (the step model, transformers): project every key/value token to h heads of d,
-  then attend.                               context k/v: 2 * (2 b n e h d)
+- "standard" (the step model, transformers): project every key/value token to g heads of d,
+  then attend.                               context k/v: 2 * (2 b n e g d)
 - "absorbed" (FastResampler): fold k_proj into the queries and v_proj after the weighted sum, so the
   latents meet the keys/values in embedding space (width e) and no context token is projected.
                                              context k/v: 2 * (2 b h l n e) + 2 * (2 b h l d e)
   Cheaper when l < d and n is large; impossible with QK-norm, whose LayerNorm on k is not linear.
 
-Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim, n keys (s + l).
+Letters: b batch, s context length, l latents, h heads, g k/v heads, d head dim, e embed dim,
+n keys (s + l).
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
-from typing import Any
-
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-
 from .config import ResamplerConfig
+
+# Measuring lives in measure.py; chapter 6 calls these three as cost.x (kept until it calls measure.x).
+from .measure import median_ratio, peak_memory, time_interleaved  # noqa: F401  (re-exported)
+from .modules import MLPS
 
 ARRANGEMENTS = ("standard", "absorbed")
 
@@ -43,14 +45,19 @@ KEY_PADDING = 16  # FastResampler's absorbed arrangement rounds the keys up to a
 
 def padded_keys(n: int, multiple: int = KEY_PADDING) -> int:
     """n rounded up to a multiple of `multiple`: how many keys FastResampler's absorbed arrangement
-    multiplies when it runs without gradients (the extra keys are zero and get zero weight).
-
-    With n = 321 (IDEFICS: 257 + 64) each row of the [h l, n] scores starts at a different offset
-    from a 64-byte cache line. With 336 keys (4.7 % more FLOPs) the scores product took 0.93-0.95 of
-    its time in chapter 6's runs (one image, one thread), and both attention products about 0.85-0.9
-    at b = 8 on two threads in microbenchmarks made while the fast path was built.
-    """
+    multiplies when it runs without gradients (the extra keys are zero and get zero weight; why it
+    pads, and what that saves, is in fast.py and chapter 6)."""
     return -(-n // multiple) * multiple
+
+
+def mlp_matrices(config: ResamplerConfig) -> tuple[str, ...]:
+    """The MLP's weight matrices, each e x 4e or 4e x e: ("fc", "c_proj"), or SwiGLU's three."""
+    return MLPS[config.mlp][1]
+
+
+def mlp_step(config: ResamplerConfig) -> str:
+    """The name `step_flops` gives the MLP's products, e.g. "mlp (fc, c_proj)"."""
+    return f"mlp ({', '.join(mlp_matrices(config))})"
 
 
 def step_flops(
@@ -63,6 +70,8 @@ def step_flops(
 ) -> dict[str, int]:
     """FLOPs of each matrix-product step, summed over the `depth` layers: {step name: FLOPs}.
 
+    b           examples (times media, for a context [b, m, s, e] or [b, m, f, v, e])
+    s           context tokens per media (f v with frames)
     cached_first_layer: the first layer's latents are parameters, so what depends only on them
     (q_proj, and k_proj/v_proj of the latents or the absorbed queries) can be computed once per
     change of the weights and kept: a call then does none of them. FastResampler does this
@@ -75,6 +84,7 @@ def step_flops(
     if arrangement == "absorbed" and config.qk_norm:
         raise ValueError("the absorbed arrangement does not exist with qk_norm=True: LayerNorm on k is not linear")
     e, depth, h, d, l = config.embed_dim, config.depth, config.n_heads, config.head_dim, config.n_latents
+    g = config.kv_heads  # k/v heads: h, or fewer with grouped-query attention
     n = n_keys(config, s)
     lat = l if config.latents_in_kv else 0  # latent tokens among the keys
     # b_lat[i]: how many latents sets layer i projects (none at the first layer when kept)
@@ -82,9 +92,9 @@ def step_flops(
     flops: dict[str, int] = {}
     flops["q_proj"] = sum(2 * bl * l * e * h * d for bl in b_lat)
     if arrangement == "standard":
-        flops["k_proj, v_proj (context)"] = depth * 2 * (2 * b * s * e * h * d)
-        flops["k_proj, v_proj (latents)"] = sum(2 * (2 * bl * lat * e * h * d) for bl in b_lat)
-        flops["scores q.k"] = depth * 2 * b * h * l * n * d
+        flops["k_proj, v_proj (context)"] = depth * 2 * (2 * b * s * e * g * d)
+        flops["k_proj, v_proj (latents)"] = sum(2 * (2 * bl * lat * e * g * d) for bl in b_lat)
+        flops["scores q.k"] = depth * 2 * b * h * l * n * d  # every query head scores all n keys
         flops["weighted sum attn.v"] = depth * 2 * b * h * l * n * d
     else:
         flops["absorb k_proj into q"] = sum(2 * bl * h * l * d * e for bl in b_lat)
@@ -93,11 +103,12 @@ def step_flops(
         flops["weighted sum attn.v"] = depth * 2 * b * h * l * n_mult * e
         flops["v_proj after the sum"] = depth * 2 * b * h * l * e * d
     flops["output_proj"] = depth * 2 * b * l * h * d * e
-    flops["mlp (fc, c_proj)"] = depth * 2 * (2 * b * l * e * config.mlp_dim)
+    flops[mlp_step(config)] = depth * len(mlp_matrices(config)) * (2 * b * l * e * config.mlp_dim)
     return flops
 
 
-# The formula behind each entry of `step_flops`, per layer (times depth), for the chapter's table.
+# The formula behind each entry of `step_flops`, per layer (times depth), for the chapter's table:
+# IDEFICS' seams (g = h k/v heads, a two-matrix MLP). `step_formulas` gives them for any config.
 STEP_FORMULAS = {
     "standard": {
         "q_proj": "2 b l e h d",
@@ -120,6 +131,15 @@ STEP_FORMULAS = {
 }
 
 
+def step_formulas(config: ResamplerConfig, arrangement: str = "standard") -> dict[str, str]:
+    """STEP_FORMULAS for this config: g k/v heads in the k/v rows when they are fewer than h, the MLP's matrices."""
+    table = {k: v for k, v in STEP_FORMULAS[arrangement].items() if not k.startswith("mlp")}
+    if config.kv_heads != config.n_heads:
+        table = {k: v.replace("e h d", "e g d") if k.startswith("k_proj") else v for k, v in table.items()}
+    table[mlp_step(config)] = f"{len(mlp_matrices(config))} * 2 b l e 4e"
+    return table
+
+
 def total_flops(
     config: ResamplerConfig,
     b: int,
@@ -130,6 +150,30 @@ def total_flops(
 ) -> int:
     """All the matrix-product FLOPs of one forward pass (the sum of `step_flops`)."""
     return sum(step_flops(config, b, s, arrangement, cached_first_layer, padded).values())
+
+
+def step_params(config: ResamplerConfig) -> dict[str, int]:
+    """Parameters of each part, summed over the `depth` layers, by formula: {part: count}.
+
+    The parts match `step_flops`, so that where the weights sit can be set beside where the FLOPs go
+    (a weight matrix [f_out, f_in] holds f_out f_in numbers and costs 2 f_out f_in FLOPs per token).
+    Their sum equals `sum(p.numel() for p in PerceiverResampler(config).parameters())`.
+    """
+    e, depth, h, d = config.embed_dim, config.depth, config.n_heads, config.head_dim
+    per_norm = 2 if config.norm == "layer" else 1  # LayerNorm: a scale and a shift per feature; RMSNorm: a scale
+    params = {
+        "latents": config.n_latents * e,
+        "norms (context, latents, MLP; final)": depth * 3 * per_norm * e + per_norm * e,
+        "q_proj": depth * e * h * d,
+        "k_proj, v_proj": depth * 2 * e * config.kv_dim,
+        "output_proj": depth * h * d * e,
+        "mlp": depth * (3 if config.mlp == "swiglu" else 2) * e * config.mlp_dim,  # SwiGLU: gate, up, down
+    }
+    if config.qk_norm:
+        params["QK-norm (q and k, over d)"] = depth * 2 * per_norm * d
+    if config.n_media_embeds or config.n_frame_embeds:
+        params["media and frame embeddings"] = (config.n_media_embeds + config.n_frame_embeds) * e
+    return params
 
 
 def cheaper_arrangement(config: ResamplerConfig, b: int, s: int) -> str:
@@ -151,11 +195,11 @@ def step_memory(config: ResamplerConfig, b: int, s: int, arrangement: str = "sta
     n = n_keys(config, s)
     memory = {"context_layer_norm": b * s * e, "kv_input (joined)": b * n * e if config.latents_in_kv else 0}
     if arrangement == "standard":
-        memory["k, v"] = 2 * b * n * h * d
+        memory["k, v"] = 2 * b * n * config.kv_heads * d
     else:
         memory["absorbed queries"] = b * h * l * e
     memory["scores, attn"] = 2 * b * h * l * n
-    memory["mlp hidden"] = b * l * config.mlp_dim
+    memory["mlp hidden"] = b * l * config.mlp_dim * (2 if config.mlp == "swiglu" else 1)  # SwiGLU: gate and up
     return memory
 
 
@@ -181,43 +225,6 @@ def pixel_shuffle_tokens(grid: int, ratio: int) -> int:
     return (grid // ratio) ** 2
 
 
-def time_interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int = 5, sync: Callable[[], None] = lambda: None, settle: bool = False
-) -> dict[str, list[float]]:
-    """Seconds of each call, running the functions in turn `repeats` times after one warm-up each.
-
-    Interleaving makes whatever else the machine does hit all of them alike, so their ratios are
-    fairer than their absolute times; compare medians of the per-round ratios.
-    settle: before each timed call, call the same function once untimed. A call's time depends a
-    little on what ran just before it (the memory it freed, which the allocator may have handed
-    back to the operating system, the caches it filled); after a call of itself, each function is
-    timed in its own steady state, as when it runs over a data set.
-    """
-    import time
-
-    for fn in fns.values():
-        fn()
-    sync()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if settle:
-                fn()
-                sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def median_ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
-    """Median over rounds of times[name] / times[reference] (from `time_interleaved`)."""
-    import statistics
-
-    return statistics.median(a / b for a, b in zip(times[name], times[reference]))
-
-
 # -- what the resampler saves the language model -------------------------------------------------
 def tokens_per_image(context_length: int = 257, n_latents: int = 64, resampler: bool = True) -> int:
     """Visual tokens the language model reads per image: l after the resampler, else all s."""
@@ -237,46 +244,3 @@ def lm_cross_attention_flops(
     e = visual_dim if visual_dim is not None else lm_dim
     per_layer = 2 * t * big_d * big_d + 2 * (2 * v * e * big_d) + 2 * (2 * t * v * big_d) + 2 * t * big_d * big_d
     return n_layers * per_layer
-
-
-# -- measuring ----------------------------------------------------------------------------------
-class _PeakMemory(TorchDispatchMode):
-    """Counts the bytes of every tensor storage created under it, and frees them as they die."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.now = 0
-        self.peak = 0
-
-    def _free(self, key: int) -> None:
-        self.now -= self.live.pop(key, 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        # a view or an in-place result shares an input's storage: nothing new was allocated
-        inputs = {
-            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
-        }
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if storage.nbytes() and key not in self.live and key not in inputs:
-                    self.live[key] = storage.nbytes()
-                    self.now += storage.nbytes()
-                    self.peak = max(self.peak, self.now)
-                    weakref.finalize(storage, self._free, key)
-        return out
-
-
-def peak_memory(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
-    """Peak bytes of tensors allocated while `fn(*args, **kwargs)` runs (inputs and weights excluded).
-
-    Counted by watching every tensor PyTorch creates and frees, so it is exact and deterministic,
-    unlike the process's resident memory; it works on any device.
-    """
-    with _PeakMemory() as mode:
-        result = fn(*args, **kwargs)
-    del result
-    return mode.peak

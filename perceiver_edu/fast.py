@@ -1,57 +1,36 @@
 """FastResampler: the same maths as PerceiverResampler, arranged for the machine (no trace).
 
-The step model computes what the diagram says, in its order. This module computes the same
-output with fewer FLOPs and fewer passes over memory; chapter 6 measures each trick on its own.
+The step model computes what the diagram says, in its order. This module computes the same output
+with fewer FLOPs and fewer passes over memory. Each trick below is the arrangement and its reason;
+what each one saves is measured in chapter 6 and benchmarks/fast_path.py (the README's benchmark
+section), not here, because it depends on the machine.
 
 1. Normalise the context once. Each layer's context LayerNorm is x_hat * g_i + b_i with the same
-   x_hat = (x - mean) / std, so only the scale and shift differ between layers. In the "standard"
-   arrangement (QK-norm, or where it runs faster) each layer's scale and shift are folded into its
-   k/v weights (W diag(g), W b), and each layer's context keys and values come from the same x_hat
-   in one product for k and v together. (All layers' in ONE product before the loop does the same
-   FLOPs but needs a [b, s, depth 2 h d] result at once: 151 MB at b = 8, fresh memory per call;
-   it ran slower in a comparison made while the fast path was built.) The latents' q, k, v
-   are three products: with l = 64 rows, fusing them into one wider product ran slower on a CPU.
-2. "absorbed" arrangement (no QK-norm): per head, q . (W_k x) = (q W_k) . x and
-   attn . (x W_v^T) = (attn . x) W_v^T. The latents' queries are mapped back to embedding space
-   (u = q W_k, [b, h, l, e]) and meet the keys/values there, so no key/value token is projected:
-   2 h l n e per product instead of 2 n e h d for the projections, cheaper when l < d
-   (IDEFICS: 64 < 96) and the more so the longer the context.  (DeepSeek-V2 calls this "absorbing".)
-   All heads' queries then attend to the same keys, so attention is a single head of width e with
-   h * l queries. The two per-head products (u = q W_k and (attn . x) W_v^T) run one example at
-   a time, batched over the heads (`headwise`): batched over the heads of all examples at once
-   their results come out heads first and must be copied back (u is 42 MB at b = 8).
-3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries u do
-   not depend on the input at all. They are computed once per change of the weights and kept.
-4. The MLP's hidden layer is computed in blocks of e units (`mlp_in_blocks`); a block's hidden
-   activations are small enough to stay in a core's cache (our explanation of the measured gain).
-5. Without gradients each arrangement writes what it makes in every layer into buffers kept
-   between calls (`_workspace_for`, `workspace_bytes`): no fresh memory for the large tensors of
-   each layer (the absorbed arrangement's softmax weights excepted: the fused softmax into fresh
-   memory measured faster than one in place), and the MLP's ReLU and residual adds run in place.
+   x_hat, so each layer's scale and shift are folded into its k/v weights (W diag(g), W b) and its
+   context k and v come from x_hat in one product (`_derived`). One layer at a time, not all layers
+   in one product: that would need every layer's k/v at once.
+2. "absorbed" arrangement (no QK-norm): per head q . (W_k x) = (q W_k) . x and
+   attn . (x W_v^T) = (attn . x) W_v^T, so the queries meet the keys/values in embedding space and
+   no context token is projected: fewer FLOPs when l < d (`cost.cheaper_arrangement`). All heads
+   then attend to the same keys: one head of width e with h l queries. ("Absorbing", DeepSeek-V2.)
+   The two per-head products run per example (`headwise`), so their results land in place.
+3. The first layer's latents are parameters: their LayerNorm, q, k, v and absorbed queries do not
+   depend on the input, so they are computed once per change of the weights (`_derived`).
+4. The MLP's hidden layer in blocks of e units (`mlp_in_blocks_`): the same sum in another order,
+   with a block's activations small enough to stay in cache between the two products.
+5. Without gradients each arrangement writes its large per-layer tensors into buffers kept
+   between calls (`_workspace_for`, `workspace_bytes`): no fresh memory on every call.
 6. `F.scaled_dot_product_attention` instead of einsum, softmax, einsum: one fused kernel, and no
-   [b, h, l, n] attention map is kept. That is also what a teacher loses: there are no attention
-   weights to look at. Use the step model (return_trace=True) for that.
-7. Without gradients the absorbed arrangement (with matrix products, not SDPA) pads the keys
-   with zero rows to a multiple of 16 (`cost.padded_keys`: 321 -> 336 at IDEFICS' sizes) and
-   gives them weight 0. Each row of the scores then starts on a 64-byte cache line (our
-   explanation of the speed-up); the scores product took 0.93-0.95 of its time in chapter 6's
-   runs, and both attention products about 0.85-0.9 at b = 8 in microbenchmarks made while the
-   fast path was built, for 4.7 % more FLOPs.
+   attention map is kept, which is also what a teacher loses (use the step model for a Trace).
+7. Without gradients the absorbed arrangement pads the keys with zero rows to a multiple of 16
+   (`cost.padded_keys`) and gives them weight 0, so each row of the scores starts on a cache line.
 
-Which arrangement is faster is measured, not predicted ("auto", `FastResampler._fastest`): the
-first call with a new input shape, dtype and device times both and keeps the faster in
-`measured`. FLOPs alone mislead here: at IDEFICS' sizes absorbing saves a tenth of the FLOPs at
-s = 257 whatever b is, yet before the per-example products of trick 2 and tricks 5 and 7 reached
-it, it ran faster than the standard arrangement at b = 1 and slower at b = 8 on a 2-core CPU
-(benchmarks/fast_path.py): the thin products and copies cost more than the FLOPs saved. How fast
-each runs depends on the machine. Configurations outside the IDEFICS arrangement fall back to the
-step model, and say so (`fallback_reason`, a warning).
+Which arrangement runs faster is measured, not predicted ("auto", `FastResampler._fastest`): FLOPs
+alone mislead, because thin products and copies cost more than their FLOPs on some machines.
+Configurations outside IDEFICS' seams fall back to the step model and say so (`fallback_reason`).
 
-Precision: float32 results equal the step model's to 1e-5 over the parity test's configurations
-(tests/test_fast.py). The sums are rearranged (a score sums e products in embedding space instead
-of d; the folded LayerNorm adds W b after the product instead of b before it), so the last bits
-differ; for long contexts (s = 4096 at IDEFICS' width) the test allows 1e-4, because the softmax
-and the weighted sum then add up thousands of rounded terms per latent.
+Precision: float32 results equal the step model's to 1e-5 (tests/test_fast.py; 1e-4 for s = 4096):
+the sums are rearranged, so the last bits differ.
 """
 
 from __future__ import annotations
@@ -65,9 +44,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from . import cost
+from . import checks, cost, measure
 from .config import ResamplerConfig
-from .modules import PerceiverResampler, check_context
+from .modules import PerceiverResampler
 
 
 def fast_path_support(config: ResamplerConfig) -> str | None:
@@ -155,7 +134,9 @@ class FastResampler(nn.Module):
                 warnings.warn(f"FastResampler falls back to the step model: {reason}", stacklevel=2)
                 self._warned = True
             return self.model(context) if attention_mask is None else self.model(context, attention_mask=attention_mask)
-        check_context(context, self.config, self.model.latents)
+        checks.context(context, self.config, self.model.latents)
+        if self.model.check_finite:
+            checks.finite(context)
         x_hat = F.layer_norm(context, context.shape[-1:], eps=self.model.blocks[0][0].context_layer_norm.eps)
         arrangement = self.arrangement if self.arrangement != "auto" else self._fastest(x_hat)
         if arrangement == "absorbed":
@@ -169,7 +150,7 @@ class FastResampler(nn.Module):
         but part of them in thin per-head products (inner size d) and on [h l, e] queries that
         must stay in cache, and how well a machine runs those depends on the machine and on b.
         So, like cuDNN's benchmark mode, the first call with a new (b, s, dtype, device) runs
-        each once to warm up and then three times in turn (`cost.time_interleaved`), and keeps in
+        each once to warm up and then three times in turn (`measure.time_interleaved`), and keeps in
         `self.measured` the one whose time was the smaller in most of the three rounds (one round
         alone often picked the slower on a busy 2-core machine, where one call's time varies by
         10-20 %). That first call costs about eight calls. With QK-norm only the standard
@@ -181,12 +162,12 @@ class FastResampler(nn.Module):
         if key not in self.measured:
             sync = torch.cuda.synchronize if x_hat.device.type == "cuda" else (lambda: None)
             with torch.no_grad():  # one warm-up call of each, then three rounds
-                times = cost.time_interleaved(
+                times = measure.time_interleaved(
                     {"standard": lambda: self._standard(x_hat), "absorbed": lambda: self._absorbed(x_hat)},
                     repeats=3,
                     sync=sync,
                 )
-            self.measured[key] = "absorbed" if cost.median_ratio(times, "absorbed", "standard") < 1 else "standard"
+            self.measured[key] = "absorbed" if measure.median_ratio(times, "absorbed", "standard") < 1 else "standard"
             for name in cost.ARRANGEMENTS:  # the other arrangement's buffers were only for its trial
                 if name != self.measured[key]:
                     self._workspace.pop(name, None)
@@ -223,7 +204,7 @@ class FastResampler(nn.Module):
             w_v = rearrange(attention.v_proj.weight, "(h d) e -> h e d", h=h)  # a view, no copy
             out = headwise(z, w_v, out=buffers and buffers["out"])  # (attn . x) W_v^T per head, [b, h, l, d]
             update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
-            latents = mlp_in_blocks(latents + update, feed_forward)
+            latents = mlp_in_blocks_(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
 
@@ -236,9 +217,8 @@ class FastResampler(nn.Module):
         buffers = self._workspace_for(x_hat, "standard")  # None while gradients are recorded
         latents = model.latents[None]  # [1, l, e]
         for i, (attention, feed_forward) in enumerate(model.blocks):
-            # one product for k and v of the context, [b, s, 2 (h d)]. Not all layers' in one product
-            # before the loop: the same FLOPs, but at b = 8 that [b s, depth 2 h d] result is 151 MB
-            # of fresh memory on every call (chapter 6 prints both sizes)
+            # one product for k and v of the context, [b, s, 2 (h d)]; one layer at a time, so that only
+            # this layer's k/v exist at once (all layers' in one product: the same FLOPs, depth times the memory)
             layer = slice(2 * i * inner, (2 * i + 2) * inner)
             weight, bias = first["kv_weight"][layer], first["kv_bias"][layer]
             if buffers is None:
@@ -269,7 +249,7 @@ class FastResampler(nn.Module):
                 k = F.layer_norm(k, k.shape[-1:], k_ln.weight, k_ln.bias, k_ln.eps)
             out = self._attend(q, k, v, scale=cfg.head_dim**-0.5)  # [b, h, l, d]
             update = F.linear(rearrange(out, "b h l d -> b l (h d)"), attention.output_proj.weight)
-            latents = mlp_in_blocks(latents + update, feed_forward)
+            latents = mlp_in_blocks_(latents + update, feed_forward)
         final = model.layer_norm
         return F.layer_norm(latents, latents.shape[-1:], final.weight, final.bias, final.eps)
 
@@ -277,16 +257,12 @@ class FastResampler(nn.Module):
     def _workspace_for(self, x_hat: Tensor, arrangement: str) -> dict[str, Tensor] | None:
         """The tensors an arrangement writes in every layer, kept between calls; None while gradients are recorded.
 
-        A call at IDEFICS' sizes and b = 8 makes tensors of 13 to 42 MB in every layer: in the standard
-        arrangement the context k/v [b s, 2 h d] and the joined k, v [b, n, h d]; in the absorbed one
-        the queries u and then z [b, h, l, e], the scores [b, h l, n] and the joined keys/values
-        [b, n, e]. Fresh memory costs the operating system's page faults each time the allocator has
-        given it back, and how often that happens depends on what else ran (the absorbed
-        arrangement's [8, 1024, 336] @ [8, 336, 1280] product took 0.70-0.78 of its time when
-        written into a kept buffer instead of fresh memory, on one and two threads). So without gradients the fast
-        path writes these into buffers it keeps for the last input shape of each arrangement
-        (`workspace_bytes`): no allocation, the same products (`out=`). While gradients are
-        recorded it allocates as usual (an `out=` result cannot be differentiated).
+        Standard: the context k/v [b s, 2 h d] and the joined k, v [b, n, h d]; absorbed: the queries u
+        and then z [b, h, l, e], the scores [b, h l, n] and the joined keys/values [b, n, e]. Fresh
+        memory for these costs page faults whenever the allocator has given it back to the operating
+        system, so without gradients they are written (`out=`) into buffers kept for the last input
+        shape of each arrangement (`workspace_bytes`). With gradients it allocates as usual: an `out=`
+        result cannot be differentiated.
         """
         if torch.is_grad_enabled():
             return None
@@ -329,8 +305,8 @@ class FastResampler(nn.Module):
     def _latents_qkv(self, lat: Tensor, attention: nn.Module) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The latents' q, k, v [b, l, (h d)] (k, v None when the latents are not keys).
 
-        Three products, not one fused [3 h d, e] product: with only l = 64 rows, the fused weight
-        (3 x 7.5 MiB at IDEFICS' sizes) ran slower on the CPU than three products whose weights stay in cache.
+        Three products, not one fused [3 h d, e] product: with few rows (l), each weight is read once
+        either way, and three smaller weights stay in cache where one fused weight may not.
         """
         q = F.linear(lat, attention.q_proj.weight)
         if not self.config.latents_in_kv:
@@ -362,8 +338,8 @@ class FastResampler(nn.Module):
             return torch.bmm(torch.bmm(u, kv.transpose(1, 2)).softmax(dim=-1), kv)
         scores = torch.bmm(u, kv.transpose(1, 2), out=buffers["scores"])  # [b, h l, n padded]
         scores[..., n:] = -torch.inf  # the padding keys get weight exp(-inf) = 0
-        # a new tensor for the weights: softmax in place (three passes: max, exp, sum) measured slower
-        # than the fused softmax into fresh memory at this size (11 MB at b = 8)
+        # a new tensor for the weights: softmax in place takes three passes (max, exp, sum) where the
+        # fused softmax into fresh memory takes one
         return torch.bmm(scores.softmax(dim=-1), kv, out=buffers["u"].view(u.shape))
 
     def _derived(self) -> dict[str, Tensor]:
@@ -383,6 +359,10 @@ class FastResampler(nn.Module):
         """
         params = list(self.model.parameters())
         recording = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        # `_version` is the counter autograd itself keeps to notice in-place changes of a tensor. It is
+        # private, but torch has no public way to ask "did this tensor change?" short of comparing its
+        # values (as expensive as recomputing); tests/test_fast.py checks that an in-place edit and
+        # load_state_dict are seen, so a torch release that changed it would fail there, not silently.
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if self._cache is not None and self._cache[0] == key and not recording:
             return self._cache[1]
@@ -408,9 +388,9 @@ def headwise(a: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
 
     One batched product over the heads per example. Batching over the heads of all examples at
     once ("b h m k, h k n -> b h m n" as one einsum) puts the heads first, [h, b m, n], and the
-    result must then be copied back to [b, h, m, n] (42 MB for u at b = 8); a broadcasting matmul over
-    b would copy each weight b times. Per example, the weight is read as it is and the result
-    lands where it belongs. With `out` it is written there.
+    result must then be copied back to [b, h, m, n]; a broadcasting matmul over b would copy each
+    weight b times. Per example, the weight is read as it is and the result lands where it
+    belongs. With `out` it is written there.
     """
     if out is None:
         return torch.stack([torch.bmm(a_i, weight) for a_i in a])
@@ -419,19 +399,17 @@ def headwise(a: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
     return out
 
 
-def mlp_in_blocks(latents: Tensor, feed_forward: nn.Module) -> Tensor:
-    """latents + MLP(LayerNorm(latents)), [b, l, e], its hidden layer in blocks of e units.
+def mlp_in_blocks_(latents: Tensor, feed_forward: nn.Module) -> Tensor:
+    """latents + MLP(LayerNorm(latents)), [b, l, e]: IN PLACE without gradients (the sum is written
+    into `latents`, which is returned), a new tensor with gradients. Pass a tensor you do not need
+    afterwards (FastResampler passes latents + update, a fresh one).
 
     relu(x W1^T) W2^T = sum over blocks j of relu(x W1_j^T) W2_j^T: each hidden unit feeds the
-    output on its own, so the 4e hidden units can be taken e at a time. Same FLOPs; a block's
-    hidden activations ([64, e] for one image at IDEFICS' sizes, 330 KB) stay in a core's cache
-    between the two products, where the whole hidden layer (1.3 MB) does not (our explanation):
-    0.90-0.96 of the whole MLP's time on one CPU thread in chapter 6's runs. The sum is in another order, so the last bits differ. The ReLU
-    runs in place, and **without gradients each block's output is added into `latents` itself**:
-    pass a tensor you do not need afterwards (FastResampler passes latents + update, a fresh one).
-    With gradients it allocates, because the LayerNorm keeps `latents` for its backward pass. Not addmm with the sum as its input: the
-    product would then be added to the large residual in pieces, as the matrix multiply goes
-    along, and each piece would be rounded against it (twice the error against float64).
+    output on its own, so the 4e hidden units are taken e at a time, and a block's activations stay
+    in cache between the two products. The sum is in another order, so the last bits differ. With
+    gradients it allocates, because the LayerNorm keeps `latents` for its backward pass. Not addmm
+    with the sum as its input: the product would be added to the large residual in pieces, each
+    rounded against it (twice the error against float64).
     """
     ln = feed_forward.ln
     width = latents.shape[-1]
@@ -442,6 +420,10 @@ def mlp_in_blocks(latents: Tensor, feed_forward: nn.Module) -> Tensor:
     for j in range(0, fc.shape[0], width):
         out = add(out, F.linear(F.linear(x, fc[j : j + width]).relu_(), c_proj[:, j : j + width]))
     return out
+
+
+# The old name, which hid the in-place sum; chapter 6 (cell 29) still calls it. Remove with that cell.
+mlp_in_blocks = mlp_in_blocks_
 
 
 @torch.no_grad()

@@ -1,8 +1,8 @@
 """PerceiverAttention, FeedForward and PerceiverResampler: the weights, and the steps in order.
 
 The modules hold parameters under the names transformers gives IDEFICS' resampler
-(`blocks.{i}.0.q_proj`, `blocks.{i}.1.fc`, ...), so an IDEFICS state dict moves across unchanged;
-the other references' names are mapped in `perceiver_edu/interop/`, one module per reference.
+(`blocks.{i}.0.q_proj`, `blocks.{i}.1.fc`, ...), so that a learner recognises them. Moving weights to
+and from other implementations is not this file's job: see `perceiver_edu/interop/`.
 Their forward passes only call the step functions in `steps.py`: there is no second implementation.
 
 The family's seams (see `ResamplerConfig`) are read once, here, when the parts are built: which norm
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import steps
+from . import checks, steps
 from .config import ResamplerConfig
 from .trace import Trace
 
@@ -85,8 +85,8 @@ class PerceiverAttention(nn.Module):
         kv_input = steps.join_latents(context, latents) if cfg.latents_in_kv else context  # [b, n, e]
 
         q = steps.split_heads(steps.project(latents, self.q_proj.weight), cfg.n_heads)  # [b, h, l, d]
-        k = steps.split_heads(steps.project(kv_input, self.k_proj.weight), cfg.kv_heads)  # [b, k, n, d]
-        v = steps.split_heads(steps.project(kv_input, self.v_proj.weight), cfg.kv_heads)  # [b, k, n, d]
+        k = steps.split_heads(steps.project(kv_input, self.k_proj.weight), cfg.kv_heads)  # [b, g, n, d]
+        v = steps.split_heads(steps.project(kv_input, self.v_proj.weight), cfg.kv_heads)  # [b, g, n, d]
         if cfg.qk_norm:
             q, k = self.q_layer_norm(q), self.k_layer_norm(k)
 
@@ -98,7 +98,7 @@ class PerceiverAttention(nn.Module):
 
 # The MLP kinds: the step that runs, and the names of its weight matrices in the order it takes them.
 MLPS: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {
-    "relu": (steps.mlp, ("fc", "c_proj")),
+    "relu": (steps.relu_mlp, ("fc", "c_proj")),
     "gelu": (steps.gelu_mlp, ("fc", "c_proj")),
     "swiglu": (steps.swiglu_mlp, ("gate_proj", "up_proj", "down_proj")),
 }
@@ -135,7 +135,13 @@ class PerceiverResampler(nn.Module):
 
     >>> model = PerceiverResampler(ResamplerConfig.tiny())
     >>> latents, trace = model(torch.randn(1, 257, 32), return_trace=True)
+
+    `check_finite` (True by default) refuses a context with NaN or inf, which would otherwise turn every
+    attention map into NaN. It is a policy of this run, not part of the architecture: set
+    `model.check_finite = False` to skip the check (it reads the whole context once).
     """
+
+    check_finite: bool = True
 
     def __init__(self, config: ResamplerConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -162,8 +168,10 @@ class PerceiverResampler(nn.Module):
     ) -> Tensor | tuple[Tensor, Trace]:
         """[b, s, e] -> [b, l, e] (or [b, m, s, e] / [b, m, f, v, e] -> [b, m, l, e]);
         with return_trace=True also the Trace of what happened inside."""
-        check_context(context, self.config, self.latents)
-        check_attention_mask(attention_mask, context, self.config)
+        checks.context(context, self.config, self.latents)
+        if self.check_finite:
+            checks.finite(context)
+        checks.attention_mask(attention_mask, context, self.config)
         flat = self.embed_media(context)  # [(b m), s, e]
         n_media = context.shape[1] if context.dim() > 3 else 1  # media folded into the batch, example-major
         keys_allowed = self.keys_allowed(attention_mask)  # [(b m), n] or None
@@ -215,78 +223,6 @@ class PerceiverResampler(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.to_dict().items())
 
-    # -- other implementations (perceiver_edu/interop/, registered when perceiver_edu is imported) ----
-    @classmethod
-    def from_idefics(cls, hf_resampler: nn.Module) -> PerceiverResampler:
-        """A copy of a transformers `IdeficsPerceiverResampler`, same weights, same outputs."""
-        return converter("idefics").load(hf_resampler)
-
-    def to_idefics_state_dict(self) -> dict[str, Tensor]:
-        """The weights under the keys transformers uses, ready for `IdeficsPerceiverResampler.load_state_dict`."""
-        return converter("idefics").export(self)
-
-    @classmethod
-    def from_idefics2(cls, hf_resampler: nn.Module) -> PerceiverResampler:
-        """A copy of a transformers `Idefics2PerceiverResampler`; call it as `model(context, attention_mask=mask)`."""
-        return converter("idefics2").load(hf_resampler)
-
-    def to_idefics2_state_dict(self) -> dict[str, Tensor]:
-        """The weights under `Idefics2PerceiverResampler`'s keys, loadable with strict=True."""
-        return converter("idefics2").export(self)
-
-    @classmethod
-    def from_flamingo_pytorch(cls, resampler: nn.Module) -> PerceiverResampler:
-        """A copy of lucidrains' `flamingo_pytorch.PerceiverResampler`; takes x [b, m, s, e] as it does."""
-        return converter("flamingo_pytorch").load(resampler)
-
-    def to_flamingo_pytorch_state_dict(self) -> dict[str, Tensor]:
-        """The weights under flamingo-pytorch's keys (k and v fused into `to_kv`), loadable with strict=True."""
-        return converter("flamingo_pytorch").export(self)
-
-    @classmethod
-    def from_open_flamingo(cls, resampler: nn.Module) -> PerceiverResampler:
-        """A copy of OpenFlamingo's `helpers.PerceiverResampler`; takes x [b, T, F, v, e] as it does."""
-        return converter("open_flamingo").load(resampler)
-
-    def to_open_flamingo_state_dict(self) -> dict[str, Tensor]:
-        """The weights under OpenFlamingo's keys (k and v fused into `to_kv`), loadable with strict=True."""
-        return converter("open_flamingo").export(self)
-
-
-class Converter:
-    """How weights move between this package and one other implementation (filled in by interop/).
-
-    load    the other implementation's module -> a PerceiverResampler with the same weights
-    export  a PerceiverResampler -> a state dict under the other implementation's keys
-    """
-
-    def __init__(
-        self,
-        name: str,
-        load: Callable[[nn.Module], PerceiverResampler],
-        export: Callable[[PerceiverResampler], dict[str, Tensor]],
-    ) -> None:
-        self.name, self.load, self.export = name, load, export
-
-
-# The registry is how `PerceiverResampler.from_x` reaches `perceiver_edu.interop.x` without this core
-# module importing interop: interop imports modules (arrows point down) and registers its converters
-# here when `perceiver_edu` is imported. A new relative adds one interop module and one register() call.
-CONVERTERS: dict[str, Converter] = {}
-
-
-def register_converter(converter_: Converter) -> None:
-    CONVERTERS[converter_.name] = converter_
-
-
-def converter(name: str) -> Converter:
-    if name not in CONVERTERS:
-        # importing the package (`import perceiver_edu`) fills the registry; modules.py alone does not
-        import importlib
-
-        importlib.import_module(f"{__package__}.interop")
-    return CONVERTERS[name]
-
 
 @torch.no_grad()
 def scale_qk_(model: PerceiverResampler, gain: float) -> PerceiverResampler:
@@ -300,92 +236,3 @@ def scale_qk_(model: PerceiverResampler, gain: float) -> PerceiverResampler:
         attention.q_proj.weight.mul_(gain)
         attention.k_proj.weight.mul_(gain)
     return model
-
-
-CONTEXT_SHAPES = "[b, s, e], [b, m, s, e] (m media) or [b, m, f, v, e] (m media of f frames of v tokens)"
-
-
-def check_context(context: Any, config: ResamplerConfig, like: Tensor) -> None:
-    """Refuse a context the resampler cannot use, with a message that says what to change."""
-    if not isinstance(context, Tensor):
-        raise TypeError(f"context must be a torch.Tensor of shape [b, s, e]; got {type(context).__name__}")
-    if context.dim() not in (3, 4, 5):
-        hint = " For a single example add a batch axis: context[None]." if context.dim() == 2 else ""
-        raise ValueError(
-            f"context must be 3-D [b, s, e] (batch, context length, embed_dim), or {CONTEXT_SHAPES}; "
-            f"got shape {tuple(context.shape)} with {context.dim()} dims.{hint}"
-        )
-    if context.shape[-1] != config.embed_dim:
-        raise ValueError(f"context has embed_dim {context.shape[-1]} but the resampler expects {config.embed_dim}")
-    for axis, name, limit in (
-        (1, "media (axis 1)", config.n_media_embeds),
-        (2, "frames (axis 2)", config.n_frame_embeds),
-    ):
-        # embeddings exist for `limit` media/frames; more would have none (0 = no embeddings, any number)
-        if context.dim() >= 3 + axis and limit and context.shape[axis] > limit:
-            raise ValueError(
-                f"context has {context.shape[axis]} {name} but the resampler has embeddings for at most {limit} "
-                f"(n_{'media' if axis == 1 else 'frame'}_embeds={limit})"
-            )
-    if not context.is_floating_point():
-        raise TypeError(
-            f"context must hold floating-point numbers; got dtype {context.dtype}. Convert it with context.float()"
-        )
-    if context.device != like.device:
-        raise ValueError(
-            f"context is on {context.device} but the resampler is on {like.device}; "
-            f"move one of them, e.g. context.to('{like.device}')"
-        )
-    if context.dtype != like.dtype:
-        raise TypeError(
-            f"context has dtype {context.dtype} but the resampler's weights are {like.dtype}; "
-            f"convert one of them, e.g. context.to({like.dtype})"
-        )
-    # one pass first: the sum is finite whenever every entry is (it can overflow, then look closer)
-    if config.check_finite and context.numel() and not torch.isfinite(context.sum()):
-        bad = ~torch.isfinite(context)
-        if bad.any():
-            first = tuple(int(i) for i in bad.nonzero()[0])
-            raise ValueError(
-                f"context has {int(bad.sum())} NaN or infinite value(s), the first at index {first}; "
-                "one NaN would turn every attention map into NaN. Clean the input, "
-                "or build the model with ResamplerConfig(check_finite=False) to skip this check"
-            )
-
-
-def check_attention_mask(mask: Any, context: Tensor, config: ResamplerConfig) -> None:
-    """Refuse a padding mask the resampler cannot use: wrong type, shape, values, or an example with no real token."""
-    if mask is None:
-        return
-    if not config.accepts_mask:
-        raise ValueError(
-            "this resampler takes no attention_mask (IDEFICS and Flamingo attend to every context token); "
-            "build it with ResamplerConfig(accepts_mask=True), as Idefics2 is, to use one"
-        )
-    if not isinstance(mask, Tensor):
-        raise TypeError(
-            f"attention_mask must be a torch.Tensor of 1s (real tokens) and 0s (padding); got {type(mask).__name__}"
-        )
-    if context.dim() == 5:
-        raise ValueError(
-            "attention_mask works with a context [b, s, e] or [b, m, s, e], not with frames [b, m, f, v, e]"
-        )
-    expected = tuple(context.shape[:-1])
-    if tuple(mask.shape) != expected:
-        raise ValueError(
-            f"attention_mask must have shape {expected} (the context's shape without e: 1 = real token, 0 = padding); "
-            f"got {tuple(mask.shape)}"
-        )
-    if mask.device != context.device:
-        raise ValueError(f"attention_mask is on {mask.device} but the context is on {context.device}")
-    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding)")
-    if mask.numel() and context.shape[-2] > 0:
-        empty = ~mask.reshape(-1, mask.shape[-1]).bool().any(dim=-1)
-        if empty.any():
-            which = int(empty.nonzero()[0])
-            raise ValueError(
-                f"attention_mask marks every token of example {which} (counting media one by one) as padding: "
-                "there is nothing to resample. Drop that example before the resampler, as Idefics2Model drops "
-                "images made only of padding"
-            )

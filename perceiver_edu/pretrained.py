@@ -5,7 +5,7 @@ tensors only, so loading one can never run code, unlike a pickled .pt) and NAME.
 architecture, the seed, the steps, how long training took and the held-out figures it reached).
 `python -m perceiver_edu.train NAME` remakes a file from its recipe below.
 
-    "digits"                chapter 4's 8 x 8 digit classifier (toy.train_digits, seed 1)
+    "digits"                chapter 4's 8 x 8 digit classifier (digits.train_digits, seed 1)
     "scenes"                the scenes model (scenes.train_scenes): QK-norm off, latents in the keys/values
     "scenes-qknorm"         the same task with QK-norm on
     "scenes-nojoin"         latents not in the keys/values (plain cross-attention)
@@ -18,13 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from .config import ResamplerConfig
-from .scenes import SceneModel, held_out_scenes
-from .toy import DigitClassifier
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PRETRAINED = ("digits", "scenes", "scenes-qknorm", "scenes-nojoin", "scenes-qknorm-nojoin")
@@ -38,7 +34,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "scenes-qknorm-nojoin": dict(task="scenes", config=dict(qk_norm=True, latents_in_kv=False), seed=0, steps=3000),
 }
 
-__all__ = ["PRETRAINED", "held_out_scenes", "pretrained", "pretrained_info", "scenes_variant"]
+__all__ = ["PRETRAINED", "pretrained", "pretrained_info", "scenes_variant"]  # and held_out_scenes, below
+
+
+def __getattr__(name: str) -> Any:
+    # the tasks (scipy) and safetensors load when a model is built, so `import perceiver_edu` stays light;
+    # held_out_scenes lives in scenes.py and is named here because it goes with the trained scenes models
+    if name == "held_out_scenes":
+        from .scenes import held_out_scenes
+
+        return held_out_scenes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def scenes_variant(qk_norm: bool, latents_in_kv: bool) -> str:
@@ -76,7 +82,11 @@ def build(info: dict[str, Any]) -> nn.Module:
     """The untrained model that a NAME.json describes."""
     config = ResamplerConfig(**info["config"])
     if info["task"] == "digits":
+        from .digits import DigitClassifier
+
         return DigitClassifier(config)
+    from .scenes import SceneModel
+
     return SceneModel(config, **info["model"])
 
 
@@ -86,6 +96,9 @@ def pretrained(name: str) -> nn.Module:
     "digits" reads [b, 8, 8] images (a DigitClassifier); the "scenes..." models read [b, H, W]
     canvases (a SceneModel; see held_out_scenes for scenes they never trained on).
     """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     info = pretrained_info(name)
     path = WEIGHTS / f"{name}.safetensors"
     if not path.is_file():

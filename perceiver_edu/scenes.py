@@ -11,16 +11,15 @@ to the latents with the Hungarian algorithm, as DETR matches its object queries:
 
 Because a latent is asked for *one* object's class and box, it pays to look at that object only:
 the latents become object-centric, and their attention maps can be scored against the boxes
-(`object_coverage`). The positions are Fourier features of coordinates normalised to [-1, 1], as
+(`object_attention`, `evaluate`'s object coverage). The positions are Fourier features of coordinates normalised to [-1, 1], as
 in the Perceiver paper, so the same model reads a canvas of another size: s changes, the latents
 stay. Scenes are drawn from a seed with no download; training scenes use the digits of
-`toy.load_digits_split()`'s training half, held-out scenes (`held_out_scenes`) its test half.
+`digits.load_digits_split()`'s training half, held-out scenes (`held_out_scenes`) its test half.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -31,20 +30,12 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from . import checks
 from .config import ResamplerConfig
+from .digits import N_CLASSES, SIDE, load_digits_split
 from .modules import PerceiverResampler, scale_qk_
-from .toy import (
-    N_CLASSES,
-    SIDE,
-    TrainResult,
-    _progress_bar,
-    adamw_with_cosine,
-    deterministic_begin,
-    deterministic_end,
-    image_attention,
-    load_digits_split,
-)
-from .trace import Trace, attention_entropy
+from .trace import Trace, attention_entropy, image_attention
+from .training import TrainResult, adamw_with_cosine, train
 
 CANVAS = 32  # pixels per side of a training scene
 PATCH = 4  # pixels per side of one context token
@@ -125,8 +116,7 @@ def _draw(
 
 
 def _check_scene_args(n: Any, canvas: Any, min_objects: Any, max_objects: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive int (how many scenes); got {n!r}")
+    checks.positive_int("n", n, " (how many scenes)")
     if isinstance(canvas, bool) or not isinstance(canvas, int) or canvas < 2 * SIDE:
         raise ValueError(
             f"canvas must be an int of at least {2 * SIDE} pixels (room for two 8 x 8 digits); got {canvas!r}"
@@ -365,17 +355,25 @@ def set_loss(prediction: SetPrediction, labels: list[Tensor], boxes: list[Tensor
 # -- what the trained model gets right, and where its latents look ------------------------------
 
 
-def object_masks(boxes: Tensor, canvas: tuple[int, int], patch_size: int) -> Tensor:
-    """[k, 4] pixel boxes -> [k, s] bool: the patches each box touches, row by row.
+def object_overlap(boxes: Tensor, canvas: tuple[int, int], patch_size: int) -> Tensor:
+    """[k, 4] pixel boxes -> [k, s] floats in [0, 1]: the fraction of each patch's pixels inside each box.
 
-    A latent attends to whole patches, so "inside the box" means on a patch the box overlaps.
+    A patch wholly inside a box counts 1, a patch half inside counts 0.5, a patch the box only
+    grazes at a corner counts little. An 8 x 8 box covers 4 patches' worth of pixels however it sits.
     """
     rows, columns = canvas[0] // patch_size, canvas[1] // patch_size
     y = torch.arange(rows) * patch_size  # top pixel row of each patch row
     x = torch.arange(columns) * patch_size
-    inside_y = (y[None] + patch_size > boxes[:, 0:1]) & (y[None] < boxes[:, 2:3])  # [k, rows]
-    inside_x = (x[None] + patch_size > boxes[:, 1:2]) & (x[None] < boxes[:, 3:4])  # [k, columns]
-    return rearrange(inside_y[:, :, None] & inside_x[:, None, :], "k y x -> k (y x)")
+    # overlap of [y, y + p) with [y0, y1) along each axis, in pixels, then as a fraction of the patch
+    along_y = (torch.minimum(y[None] + patch_size, boxes[:, 2:3]) - torch.maximum(y[None], boxes[:, 0:1])).clamp(min=0)
+    along_x = (torch.minimum(x[None] + patch_size, boxes[:, 3:4]) - torch.maximum(x[None], boxes[:, 1:2])).clamp(min=0)
+    inside = along_y[:, :, None].float() * along_x[:, None, :].float() / patch_size**2  # [k, rows, columns]
+    return rearrange(inside, "k y x -> k (y x)")
+
+
+def object_masks(boxes: Tensor, canvas: tuple[int, int], patch_size: int) -> Tensor:
+    """[k, 4] pixel boxes -> [k, s] bool: the patches each box touches (overlaps by at least one pixel), row by row."""
+    return object_overlap(boxes, canvas, patch_size) > 0
 
 
 def latent_maps(trace: Trace, layer: int = -1) -> Tensor:
@@ -383,9 +381,23 @@ def latent_maps(trace: Trace, layer: int = -1) -> Tensor:
     return image_attention(trace)[layer].mean(1)
 
 
-def object_attention(maps: Tensor, boxes: list[Tensor], canvas: tuple[int, int], patch_size: int) -> list[Tensor]:
-    """Per scene [l, k]: the share of each latent's context attention (maps [b, l, s]) on each object's patches."""
-    return [maps[i] @ object_masks(b, canvas, patch_size).T.float() for i, b in enumerate(boxes)]
+def object_attention(
+    maps: Tensor, boxes: list[Tensor], canvas: tuple[int, int], patch_size: int, weigh: str = "overlap"
+) -> list[Tensor]:
+    """Per scene [l, k]: the share of each latent's context attention (maps [b, l, s]) on each object.
+
+    weigh="overlap" (the default) counts each patch's weight times the fraction of its pixels inside
+    the object's box (`object_overlap`): attention on the object's own pixels. weigh="touch", the
+    measure of earlier versions, counts the whole weight of every patch the box touches, even at a
+    corner (`object_masks`): it says more than a reader sees on the map, and is kept to compare.
+    """
+    if weigh == "overlap":
+        masks = [object_overlap(b, canvas, patch_size) for b in boxes]
+    elif weigh == "touch":
+        masks = [object_masks(b, canvas, patch_size).float() for b in boxes]
+    else:
+        raise ValueError(f"weigh must be 'overlap' or 'touch'; got {weigh!r}")
+    return [maps[i] @ m.T for i, m in enumerate(masks)]
 
 
 @torch.no_grad()
@@ -416,9 +428,12 @@ def evaluate(model: SceneModel, scenes: Scenes, coverage_threshold: float = 0.5)
 
     object_accuracy     objects whose matched latent names their class
     exact_set_accuracy  scenes where the classes of the latents that see an object are exactly the scene's classes
-    object_coverage     objects on whose patches some latent (last layer, mean over heads) puts
-                        >= coverage_threshold of its context attention
+    object_coverage     objects on which some latent (last layer, mean over heads) puts >= coverage_threshold
+                        of its context attention, each patch weighed by its share of pixels in the
+                        object's box (`object_attention(..., weigh="overlap")`)
     median_object_attention  median over objects of the largest such share
+    object_coverage_touch, median_object_attention_touch  the same, counting every patch the box
+                        touches in full (`weigh="touch"`, the measure of earlier versions): higher
     context_entropy     mean attention entropy over the context (nats), all layers
     """
     prediction, maps, entropy = run_scenes(model, scenes)
@@ -427,15 +442,15 @@ def evaluate(model: SceneModel, scenes: Scenes, coverage_threshold: float = 0.5)
     guesses = prediction.logits.argmax(-1)  # [N, l]
     right = sum(int((guesses[i, rows] == scenes.labels[i][cols]).sum()) for i, (rows, cols) in enumerate(matches))
     exact = sum(sorted(g[g != NO_OBJECT].tolist()) == sorted(y.tolist()) for g, y in zip(guesses, scenes.labels))
-    best = torch.cat([share.max(0).values for share in object_attention(maps, scenes.boxes, canvas, model.patch_size)])
     n_objects = sum(len(y) for y in scenes.labels)
-    return dict(
-        object_accuracy=100.0 * right / n_objects,
-        exact_set_accuracy=100.0 * exact / len(scenes),
-        object_coverage=100.0 * float((best >= coverage_threshold).float().mean()),
-        median_object_attention=100.0 * float(best.median()),
-        context_entropy=float(entropy.mean()),
-    )
+    figures = dict(object_accuracy=100.0 * right / n_objects, exact_set_accuracy=100.0 * exact / len(scenes))
+    for weigh, suffix in (("overlap", ""), ("touch", "_touch")):
+        shares = object_attention(maps, scenes.boxes, canvas, model.patch_size, weigh)  # per scene [l, k]
+        best = torch.cat([share.max(0).values for share in shares])  # [objects]: the best latent's share
+        figures["object_coverage" + suffix] = 100.0 * float((best >= coverage_threshold).float().mean())
+        figures["median_object_attention" + suffix] = 100.0 * float(best.median())
+    figures["context_entropy"] = float(entropy.mean())
+    return figures
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -453,59 +468,44 @@ def train_scenes(
     eval_scenes: int = 200,
     progress: bool = True,
     threads: int | None = 1,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train a SceneModel by set prediction on fresh scenes every step; returns the model and its curves.
 
     history: step, loss, test_accuracy (object accuracy %, held-out scenes) and coverage (%).
+    `stop_after`: see training.train.
     Seeded (initial weights and scenes), deterministic on the CPU with `threads` threads (1 by
-    default, as in `toy.train_digits`, whose reasons hold here too). Chapter 4's notebook-sized run
+    default, as in `digits.train_digits`, whose reasons hold here too). Chapter 4's notebook-sized run
     is `train_scenes(steps=250, lr=6e-3)`, about 20 s of CPU: its latents already cover ~74 % of the
     held-out objects, but the classes come only later (the shipped "scenes" ran 3,000 steps at 2e-3).
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+        checks.positive_int(name, value)
     model = init_scene_model(config, seed)
-    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)  # as chapter 4's digits
     rng = np.random.default_rng([seed, 2])  # the training scenes: fresh ones every step, from the seed
     pool = _digit_pool("train")
     validation = held_out_scenes(eval_scenes, seed=10_000 + seed)
-    history: dict[str, list[float]] = {"step": [], "loss": [], "test_accuracy": [], "coverage": []}
 
-    saved = deterministic_begin(threads)
-    bar = _progress_bar(steps, progress)
-    start, running, count = time.perf_counter(), 0.0, 0
-    try:
-        model.train()
-        for step in range(1, steps + 1):
-            images, labels, boxes = _draw(rng, batch_size, CANVAS, (MIN_OBJECTS, MAX_OBJECTS), pool)
-            labels_list = [torch.from_numpy(y[y >= 0]) for y in labels]
-            boxes_list = [torch.from_numpy(b[y >= 0]) for b, y in zip(boxes, labels)]
-            loss = set_loss(model(torch.from_numpy(images)), labels_list, boxes_list, (CANVAS, CANVAS))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running, count = running + loss.item(), count + 1
-            if step % eval_every == 0 or step == steps:
-                figures = evaluate(model, validation)
-                history["step"].append(step)
-                history["loss"].append(running / count)
-                history["test_accuracy"].append(figures["object_accuracy"])
-                history["coverage"].append(figures["object_coverage"])
-                running, count = 0.0, 0
-                if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{history['loss'][-1]:.3f}",
-                        acc=f"{figures['object_accuracy']:.1f}%",
-                        cover=f"{figures['object_coverage']:.1f}%",
-                    )
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        deterministic_end(saved)
-    model.eval()
-    return TrainResult(model, history, time.perf_counter() - start, "cpu", initial_state)
+    def step_loss(step: int) -> Tensor:
+        images, labels, boxes = _draw(rng, batch_size, CANVAS, (MIN_OBJECTS, MAX_OBJECTS), pool)
+        labels_list = [torch.from_numpy(y[y >= 0]) for y in labels]
+        boxes_list = [torch.from_numpy(b[y >= 0]) for b, y in zip(boxes, labels)]
+        return set_loss(model(torch.from_numpy(images)), labels_list, boxes_list, (CANVAS, CANVAS))
+
+    def figures(model: nn.Module) -> dict[str, float]:
+        held_out = evaluate(model, validation)
+        return {"test_accuracy": held_out["object_accuracy"], "coverage": held_out["object_coverage"]}
+
+    return train(
+        model,
+        step_loss,
+        steps=steps,
+        optimizer=optimizer,
+        schedule=schedule,
+        evaluate=figures,
+        eval_every=eval_every,
+        threads=threads,
+        progress=progress,
+        stop_after=stop_after,
+    )

@@ -1,4 +1,4 @@
-"""The Perceiver Resampler, one step one function, in the order of the diagram in DESIGN.md.
+"""The Perceiver Resampler, one step one function, in the order of the diagram in docs/design.md.
 
     context [b, s, e]             latents [l, e] -> repeat_latents -> [b, l, e]
        |                               |
@@ -8,19 +8,19 @@
     split_heads                     split_heads            -> [b, h, n, d] / [b, h, l, d]
     (qk_norm: layer_norm over d on q and k)
     attention_scores -> stable_softmax -> weighted_sum -> merge_heads -> project (output_proj)
-    add_residual, then mlp on layer_norm(latents), add_residual     (repeated `depth` times)
+    add_residual, then relu_mlp on layer_norm(latents), add_residual     (repeated `depth` times)
     layer_norm (final)  -> [b, l, e]
 
 The relatives (Flamingo, OpenFlamingo, Idefics2) swap in a few steps of their own, listed at the end
 of the file: RMSNorm, the GELU and SwiGLU MLPs, masking the scores, a softmax without the explicit
 max subtraction, and the media/frame embeddings that come before everything else. Grouped-query
 attention (fewer k/v heads than query heads) needs no step of its own: `attention_scores` and
-`weighted_sum` take k and v with k heads, k dividing h.
+`weighted_sum` also take k and v with g heads, g dividing h.
 
 Every function is pure: tensors (and sizes) in, a tensor out. The nn.Modules in `modules.py` only
 hold the weights and call these, so what you read here is exactly what runs.
 Letters: b batch, s context length, l latents, h heads, d head dim, e embed dim, n keys (s + l);
-for the relatives also k k/v heads, g query heads per k/v head (h = k g), m media (images or video
+for the relatives also g k/v heads, r query heads per k/v head (h = g r), m media (images or video
 time steps), f frames per media, v tokens per frame.
 """
 
@@ -71,19 +71,18 @@ def split_heads(x: Tensor, n_heads: int) -> Tensor:
 
 
 def attention_scores(q: Tensor, k: Tensor) -> Tensor:
-    """[b, h, l, d], [b, k, n, d] -> [b, h, l, n]: q . k / sqrt(d), how well each latent's query matches each key.
+    """[b, h, l, d], [b, h, n, d] -> [b, h, l, n]: q . k / sqrt(d), how well each latent's query matches each key.
 
     Dividing by sqrt(d) keeps the scores' spread independent of the head width, so the softmax
     does not saturate as d grows. (q is scaled first, as IDEFICS does, so results match it exactly.)
+    With IDEFICS and Flamingo, q and k have the same h heads: r = 1 below, one query head per key head.
 
-    k may have fewer heads than q (grouped-query attention, Idefics2): the h query heads are read as
-    k groups of g = h // k, 'b (k g) l d', and all g queries of a group meet the same keys. With as
-    many k heads as q heads, g = 1 and this is plain multi-head attention.
+    (Chapter 5: Idefics2's keys have g < h heads, g groups of r = h // g query heads that share them.)
     """
     scale = q.shape[-1] ** -0.5
-    grouped = rearrange(q * scale, "b (k g) l d -> b k g l d", k=k.shape[1])
-    scores = torch.einsum("b k g l d, b k n d -> b k g l n", grouped, k)
-    return rearrange(scores, "b k g l n -> b (k g) l n")
+    grouped = rearrange(q * scale, "b (g r) l d -> b g r l d", g=k.shape[1])
+    scores = torch.einsum("b g r l d, b g n d -> b g r l n", grouped, k)
+    return rearrange(scores, "b g r l n -> b (g r) l n")
 
 
 def stable_softmax(scores: Tensor) -> Tensor:
@@ -99,14 +98,14 @@ def stable_softmax(scores: Tensor) -> Tensor:
 
 
 def weighted_sum(attn: Tensor, v: Tensor) -> Tensor:
-    """[b, h, l, n], [b, k, n, d] -> [b, h, l, d]: each latent's new value is its attention-weighted mix of values.
+    """[b, h, l, n], [b, h, n, d] -> [b, h, l, d]: each latent's new value is its attention-weighted mix of values.
 
-    As in `attention_scores`, v may have k < h heads: each group of g = h // k query heads mixes the
-    same values, so grouped-query attention stores and projects k / h of the values it would otherwise.
+    (Chapter 5: as in `attention_scores`, v may have g < h heads: each group of r = h // g query
+    heads mixes the same values, so grouped-query attention stores and projects g / h of the values.)
     """
-    grouped = rearrange(attn, "b (k g) l n -> b k g l n", k=v.shape[1])
-    out = torch.einsum("b k g l n, b k n d -> b k g l d", grouped, v)
-    return rearrange(out, "b k g l d -> b (k g) l d")
+    grouped = rearrange(attn, "b (g r) l n -> b g r l n", g=v.shape[1])
+    out = torch.einsum("b g r l n, b g n d -> b g r l d", grouped, v)
+    return rearrange(out, "b g r l d -> b (g r) l d")
 
 
 def merge_heads(x: Tensor) -> Tensor:
@@ -119,12 +118,15 @@ def add_residual(latents: Tensor, update: Tensor) -> Tensor:
     return latents + update
 
 
-def mlp(x: Tensor, fc_weight: Tensor, c_proj_weight: Tensor) -> Tensor:
+def relu_mlp(x: Tensor, fc_weight: Tensor, c_proj_weight: Tensor) -> Tensor:
     """[b, l, e] -> [b, l, 4e] -> [b, l, e]: Linear, ReLU, Linear, bias-free (IDEFICS' `fc` and `c_proj`).
 
     Applied to each latent on its own: attention mixes tokens, the MLP transforms each one.
     """
     return project(F.relu(project(x, fc_weight)), c_proj_weight)
+
+
+mlp = relu_mlp  # the earlier name, kept while chapters 1 and 5 call steps.mlp
 
 
 # -- the relatives' steps -------------------------------------------------------------------------

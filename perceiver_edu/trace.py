@@ -87,3 +87,35 @@ class Trace:
     def max_entropy(self) -> float:
         """log(n): the entropy of uniform attention over all keys, the most a row can have."""
         return math.log(self.n_keys) if self.n_keys else 0.0
+
+
+# -- where the latents look in the image: the context keys only -------------------------------
+
+
+def image_attention(trace: Trace) -> Tensor:
+    """[depth, b, h, l, s]: each latent's attention over the image pixels only, renormalised to sum to 1.
+
+    The latents also attend to themselves (the keys after the context); dropping those keys and
+    renormalising asks "of what it takes from the image, where does this latent look?".
+    """
+    pixels = trace.stacked()[..., : trace.context_length]  # [depth, b, h, l, s]
+    return pixels / pixels.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(pixels.dtype).tiny)
+
+
+def image_entropy(trace: Trace) -> Tensor:
+    """[depth, b, h, l]: entropy (nats) of `image_attention`; log(s) is a flat look at every context token (4.16 for 64 pixels)."""
+    return attention_entropy(image_attention(trace))
+
+
+def latent_overlap(maps: Tensor) -> Tensor:
+    """[..., l, s] -> [...]: how much two latents look at the same pixels, averaged over all pairs of latents.
+
+    For two maps p and q (each summing to 1) the overlap is sum_j min(p_j, q_j): 1 when they are the
+    same map, 0 when they look at disjoint pixels.
+    """
+    l = maps.shape[-2]
+    if l < 2:
+        raise ValueError(f"latent_overlap needs at least 2 latents to compare; got maps of shape {tuple(maps.shape)}")
+    pairs = torch.minimum(maps[..., :, None, :], maps[..., None, :, :]).sum(-1)  # [..., l, l]
+    off_diagonal = ~torch.eye(l, dtype=torch.bool, device=maps.device)
+    return pairs[..., off_diagonal].mean(-1)

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
@@ -568,7 +569,7 @@ def plot_attention_on_image(
 
 
 # -- chapter 4: digits ----------------------------------------------------------------------------
-# Figures for the resampler trained on scikit-learn's 8 x 8 digits (perceiver_edu/toy.py): the
+# Figures for the resampler trained on scikit-learn's 8 x 8 digits (perceiver_edu/digits.py): the
 # context is one token per pixel, so an attention row over the context is itself an 8 x 8 image.
 
 
@@ -675,7 +676,7 @@ def plot_latents_on_digit(
     """Where each latent looks on the digit: attn [l, s] or [h, l, s] over its s = 64 pixels, one panel per latent.
 
     With [h, l, s] each head gets a row. Pass the context part of an attention row (keys 0..s-1,
-    e.g. toy.image_attention(trace)[layer, example]); `image` [8, 8], when given, is outlined on
+    e.g. pe.image_attention(trace)[layer, example]); `image` [8, 8], when given, is outlined on
     every panel so the attention can be read against the strokes. `vmax` fixes the top of the colour
     scale: give two figures the same one (e.g. initial and trained) to compare them by colour.
     """
@@ -802,12 +803,19 @@ def _boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
 def _box_shares(maps: np.ndarray, boxes: np.ndarray, grid: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
     """[..., s] attention on the patches (rows sum to 1), [k, 4] boxes -> [..., k]: each map's share on each object.
 
-    A patch counts for an object when the box touches it: a latent attends to whole patches.
+    Each patch counts with the fraction of its pixels inside the box, as `scenes.object_overlap`:
+    a patch the box only grazes at a corner adds little, whatever its weight.
     """
     gh, gw = grid
     ph, pw = canvas[0] // gh, canvas[1] // gw
     top, left = np.arange(gh) * ph, np.arange(gw) * pw  # the first pixel row / column of each patch
-    masks = [np.outer((top + ph > y0) & (top < y1), (left + pw > x0) & (left < x1)).ravel() for y0, x0, y1, x1 in boxes]
+    masks = [
+        np.outer(
+            np.clip(np.minimum(top + ph, y1) - np.maximum(top, y0), 0, None) / ph,
+            np.clip(np.minimum(left + pw, x1) - np.maximum(left, x0), 0, None) / pw,
+        ).ravel()
+        for y0, x0, y1, x1 in boxes
+    ]
     return maps @ np.stack(masks, axis=-1).astype(float)
 
 
@@ -887,8 +895,8 @@ def plot_latents_on_scene(
     patches row by row); each row is renormalised to sum to 1 (of what the latent takes from the
     image, where does it look?). `image` [H, W] is outlined in cyan on every panel; `boxes` [k, 4]
     are drawn dashed with their `labels`, and under each panel is the object holding the largest
-    share of that latent's attention (a patch the box touches counts as the object's, as in
-    `scenes.object_attention`). For one scene per row, pass lists: `image` [r of [H, W]], `boxes`
+    share of that latent's attention (each patch weighed by the fraction of its pixels inside the
+    box, as `scenes.object_attention`). For one scene per row, pass lists: `image` [r of [H, W]], `boxes`
     and `labels` [r of [k, 4] and [k]]. `latents` picks which latents to show (default all). All
     panels share one colour scale (`vmax` fixes its top, to compare with another figure).
     """
@@ -969,11 +977,11 @@ def plot_latents_on_scene(
 def plot_coverage(
     best_shares: Any, *, threshold: float = 0.5, title: str | None = None, fig: Figure | None = None
 ) -> Figure:
-    """How well the latents cover the objects: for each object, the largest share of one latent's attention inside its box.
+    """How well the latents cover the objects: for each object, the largest share of one latent's attention on it.
 
     `best_shares` is a dict {run name: [k] values in 0..1, one per object}, e.g. at initialisation and
-    after training. An object is covered when some latent puts at least `threshold` of its attention
-    inside the object's box (the dashed line); the legend gives each run's coverage. One histogram
+    after training (`scenes.object_attention` measures them). An object is covered when some latent
+    puts at least `threshold` of its attention on the object (the dashed line); the legend gives each run's coverage. One histogram
     per run, on the same axes and bins.
     """
     if not isinstance(best_shares, dict) or not best_shares:
@@ -982,20 +990,24 @@ def plot_coverage(
     fig = _new_figure(fig, (8, 4.2))
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 21)
-    for name, values in runs.items():
+    styles = ("-", "--", "-.", ":")
+    for i, (name, values) in enumerate(runs.items()):
         covered = float((values >= threshold).mean())
-        # outlines, not filled bars: several runs stay readable where they overlap
+        # outlines, not filled bars: several runs stay readable where they overlap; colours from viridis
+        # and a line style each, so that the runs stay apart for colour-blind readers and in grey print
         ax.hist(
             values,
             bins=bins,
             histtype="step",
             linewidth=2,
+            linestyle=styles[i % len(styles)],
+            color=colormaps["viridis"](i / max(len(runs) - 1, 1) * 0.85),
             label=f"{name}: {covered:.0%} of {len(values)} objects covered",
         )
     ax.axvline(
         threshold, color="black", linestyle="--", linewidth=1, label=f"covered: >= {threshold:.0%} on the object"
     )
-    ax.set_xlabel("the best latent's share of attention on the object's patches")
+    ax.set_xlabel("the best latent's share of attention on the object")
     ax.set_ylabel("objects")
     ax.set_xlim(0, 1)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)

@@ -1,4 +1,4 @@
-"""load_idefics_checkpoint and load_checkpoint on real checkpoints written by transformers' save_pretrained (small, local)."""
+"""load_checkpoint on real checkpoints written by transformers' save_pretrained (small, local)."""
 
 import json
 
@@ -58,7 +58,7 @@ def test_sharded_checkpoint_loads_and_matches_the_models_own_resampler(sharded):
     path, model = sharded
     index = json.loads((path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 2  # really sharded
-    ours = pe.load_idefics_checkpoint(path)
+    ours = pe.load_checkpoint(path)
     assert ours.config == pe.ResamplerConfig(32, 2, 2, 8, 4, qk_norm=True)
     same_outputs(ours, model.model.perceiver_resampler)
 
@@ -90,7 +90,7 @@ def test_only_the_resampler_tensors_are_read(sharded, monkeypatch):
             return self.f.get_tensor(key)
 
     monkeypatch.setattr(safetensors, "safe_open", Spy)
-    pe.load_idefics_checkpoint(path)
+    pe.load_checkpoint(path)
     index = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
     resampler_shards = {shard for key, shard in index.items() if "perceiver_resampler." in key}
     assert {p.split("/")[-1] for p in opened} == resampler_shards
@@ -101,15 +101,15 @@ def test_only_the_resampler_tensors_are_read(sharded, monkeypatch):
 def test_single_safetensors_file_and_bin_file(tmp_path):
     model = tiny_idefics(seed=1)
     model.save_pretrained(tmp_path / "single")  # one model.safetensors
-    ours = pe.load_idefics_checkpoint(tmp_path / "single")
+    ours = pe.load_checkpoint(tmp_path / "single")
     same_outputs(ours, model.model.perceiver_resampler)
-    ours = pe.load_idefics_checkpoint(tmp_path / "single" / "model.safetensors")  # the file, config.json beside it
+    ours = pe.load_checkpoint(tmp_path / "single" / "model.safetensors")  # the file, config.json beside it
     same_outputs(ours, model.model.perceiver_resampler)
 
     (tmp_path / "bin").mkdir()
     torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
     (tmp_path / "bin" / "config.json").write_text((tmp_path / "single" / "config.json").read_text())
-    same_outputs(pe.load_idefics_checkpoint(tmp_path / "bin"), model.model.perceiver_resampler)
+    same_outputs(pe.load_checkpoint(tmp_path / "bin"), model.model.perceiver_resampler)
 
 
 def test_bin_files_are_never_unpickled_beyond_tensors(tmp_path, capfd):
@@ -119,15 +119,15 @@ def test_bin_files_are_never_unpickled_beyond_tensors(tmp_path, capfd):
 
     torch.save({"model.perceiver_resampler.latents": torch.zeros(4, 32), "x": Evil()}, tmp_path / "pytorch_model.bin")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-        pe.load_idefics_checkpoint(tmp_path / "pytorch_model.bin")
+        pe.load_checkpoint(tmp_path / "pytorch_model.bin")
     assert "this must never run" not in capfd.readouterr().out
 
 
 def test_our_own_export_round_trips_without_config(tmp_path):
     torch.manual_seed(0)
     model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(qk_norm=True))
-    save_file(model.to_idefics_state_dict(), tmp_path / "resampler.safetensors")
-    loaded = pe.load_idefics_checkpoint(tmp_path / "resampler.safetensors")  # qk norm tells head_dim
+    save_file(pe.interop.to_idefics(model), tmp_path / "resampler.safetensors")
+    loaded = pe.load_checkpoint(tmp_path / "resampler.safetensors")  # qk norm tells head_dim
     assert loaded.config == model.config
     context = torch.randn(1, 7, 32)
     assert torch.equal(loaded(context), model(context))
@@ -135,10 +135,10 @@ def test_our_own_export_round_trips_without_config(tmp_path):
 
 def test_heads_cannot_be_guessed_without_config_or_qk_norm(tmp_path):
     model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
-    save_file(model.to_idefics_state_dict(), tmp_path / "resampler.safetensors")
+    save_file(pe.interop.to_idefics(model), tmp_path / "resampler.safetensors")
     with pytest.raises(ValueError, match="n_heads"):
-        pe.load_idefics_checkpoint(tmp_path / "resampler.safetensors")
-    loaded = pe.load_idefics_checkpoint(tmp_path / "resampler.safetensors", n_heads=4)
+        pe.load_checkpoint(tmp_path / "resampler.safetensors")
+    loaded = pe.load_checkpoint(tmp_path / "resampler.safetensors", n_heads=4)
     assert loaded.config == model.config
 
 
@@ -153,7 +153,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, sharded):
     save_file(state, tmp_path / "broken" / "model.safetensors")
     (tmp_path / "broken" / "config.json").write_text((path / "config.json").read_text())
     with pytest.raises(ValueError) as err:
-        pe.load_idefics_checkpoint(tmp_path / "broken")
+        pe.load_checkpoint(tmp_path / "broken")
     assert "missing keys (1): blocks.1.0.v_proj.weight" in str(err.value)
     assert "unexpected keys (1): blocks.0.0.extra.weight" in str(err.value)
 
@@ -168,23 +168,23 @@ def test_config_that_disagrees_with_the_tensors(tmp_path, sharded):
         (target / f.name).write_bytes(f.read_bytes())
     (target / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="n_latents: config.json says 99, tensors say 4"):
-        pe.load_idefics_checkpoint(target)
+        pe.load_checkpoint(target)
 
 
 def test_checkpoint_without_a_resampler(tmp_path):
     save_file({"model.embed_tokens.weight": torch.zeros(3, 2)}, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="no perceiver resampler weights"):
-        pe.load_idefics_checkpoint(tmp_path)
+        pe.load_checkpoint(tmp_path)
 
 
 def test_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        pe.load_idefics_checkpoint(tmp_path / "nowhere")
+        pe.load_checkpoint(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="expected model.safetensors"):
-        pe.load_idefics_checkpoint(tmp_path)
+        pe.load_checkpoint(tmp_path)
     (tmp_path / "weights.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"\.safetensors or \.bin"):
-        pe.load_idefics_checkpoint(tmp_path / "weights.txt")
+        pe.load_checkpoint(tmp_path / "weights.txt")
 
 
 # -- load_checkpoint ---------------------------------------------------------------------------------

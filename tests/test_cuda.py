@@ -24,8 +24,7 @@ def test_same_code_path_on_cpu():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
-def test_cuda_matches_cpu():
-    torch.backends.cuda.matmul.allow_tf32 = False
+def test_cuda_matches_cpu(exact_cuda_matmul):
     cpu_latents, cpu_attn = run_on("cpu")
     gpu_latents, gpu_attn = run_on("cuda")
     torch.testing.assert_close(gpu_latents, cpu_latents, atol=1e-4, rtol=1e-4)

@@ -50,18 +50,30 @@ def test_non_finite_context_is_refused_with_position(model):
     context[0, 3, 7] = float("nan")
     context[0, 4, 0] = float("inf")
     with pytest.raises(
-        ValueError, match=r"2 NaN or infinite value\(s\), the first at index \(0, 3, 7\).*check_finite=False"
+        ValueError, match=r"2 NaN or infinite value\(s\), the first at index \(0, 3, 7\).*model.check_finite = False"
     ):
         model(context)
 
 
 def test_finite_check_can_be_switched_off():
     torch.manual_seed(0)
-    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny(check_finite=False))
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+    model.check_finite = False  # a policy of the run, not part of the architecture (not in the config)
+    assert "check_finite" not in model.config.to_dict()
     context = torch.randn(1, 5, 32)
     context[0, 3, 7] = float("nan")
     _, trace = model(context, return_trace=True)  # runs, and the NaN spreads as a learner can then see
     assert torch.isnan(trace.attentions[0]).all()
+
+
+def test_the_fast_path_follows_the_models_finite_policy():
+    model = pe.PerceiverResampler(pe.ResamplerConfig.tiny())
+    context = torch.randn(1, 5, 32)
+    context[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"1 NaN or infinite value\(s\), the first at index \(0, 1, 2\)"):
+        pe.FastResampler(model)(context)
+    model.check_finite = False
+    assert torch.isnan(pe.FastResampler(model)(context)).all()
 
 
 def test_context_on_another_device(model):
@@ -99,9 +111,9 @@ def test_unknown_field_in_replace_and_bad_config_argument():
 
 def test_from_idefics_config_missing_fields():
     with pytest.raises(ValueError, match="perceiver_config"):
-        pe.ResamplerConfig.from_idefics({"vision_config": {"embed_dim": 8}})
+        pe.interop.config_from_idefics({"vision_config": {"embed_dim": 8}})
     with pytest.raises(ValueError, match="missing 'resampler_depth'"):
-        pe.ResamplerConfig.from_idefics({"vision_config": {"embed_dim": 8}, "perceiver_config": {}})
+        pe.interop.config_from_idefics({"vision_config": {"embed_dim": 8}, "perceiver_config": {}})
 
 
 def test_make_context_bad_kind_and_image_length():

@@ -3,7 +3,7 @@
 Each reference is built from its own constructor (nothing is downloaded) with sizes drawn from a
 seeded generator: heads, head dims, k/v heads, depth 1-6, latents, batch 1-4, context 1-300, media and
 frames 1-4, padding masks of different lengths per example. "Theirs -> ours" copies a reference's
-weights with `from_x`; "ours -> theirs" loads `to_x_state_dict()` into a fresh reference with
+weights with `from_x`; "ours -> theirs" loads `to_x(ours)` into a fresh reference with
 strict=True. IDEFICS has its own file, test_idefics_parity.py.
 """
 
@@ -17,12 +17,21 @@ import torch
 import perceiver_edu as pe
 from perceiver_edu.interop.open_flamingo import load_helpers
 
-flamingo_pytorch = pytest.importorskip("flamingo_pytorch")
-idefics2 = pytest.importorskip("transformers.models.idefics2.modeling_idefics2")
-from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig  # noqa: E402
-
 N_CONFIGS = 8  # per reference and direction
+# the first two configurations of each reference run in the fast loop, the others are marked slow
+SEEDS = [seed if seed < 2 else pytest.param(seed, marks=pytest.mark.slow) for seed in range(N_CONFIGS)]
 ATOL = RTOL = 1e-5
+
+
+# Each reference is a fixture that skips only the tests needing it when it is not installed.
+@pytest.fixture(scope="module")
+def flamingo_pytorch():
+    return pytest.importorskip("flamingo_pytorch")
+
+
+@pytest.fixture(scope="module")
+def idefics2():
+    return pytest.importorskip("transformers.models.idefics2.modeling_idefics2")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,7 @@ def sizes(seed: int) -> dict:
 # -- the references, built from their constructors -------------------------------------------------
 
 
-def lucidrains(z, n_media_embeds):
+def lucidrains(flamingo_pytorch, z, n_media_embeds):
     return flamingo_pytorch.PerceiverResampler(
         dim=z["embed_dim"],
         depth=z["depth"],
@@ -87,7 +96,9 @@ def open_flamingo(helpers, z, max_media, max_frames):
     )
 
 
-def hf_idefics2(z, attn="sdpa"):
+def hf_idefics2(idefics2, z, attn="sdpa"):
+    from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
+
     config = Idefics2PerceiverConfig(
         hidden_size=z["embed_dim"],
         resampler_depth=z["depth"],
@@ -116,13 +127,13 @@ def close(ours, theirs):
 # -- flamingo-pytorch ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(N_CONFIGS))
-def test_flamingo_pytorch_both_ways(seed):
+@pytest.mark.parametrize("seed", SEEDS)
+def test_flamingo_pytorch_both_ways(flamingo_pytorch, seed):
     z = sizes(100 + seed)
     torch.manual_seed(seed)
-    theirs = perturb(lucidrains(z, n_media_embeds=z["media"]), seed)
+    theirs = perturb(lucidrains(flamingo_pytorch, z, n_media_embeds=z["media"]), seed)
     x = torch.randn(z["batch"], z["media"], z["context"], z["embed_dim"])  # [b, m, s, e]
-    ours = pe.PerceiverResampler.from_flamingo_pytorch(theirs)
+    ours = pe.interop.from_flamingo_pytorch(theirs)
     assert ours.config.mlp == "gelu" and ours.config.n_media_embeds == z["media"]
     with torch.no_grad():
         close(ours(x), theirs(x))  # [b, m, l, e]
@@ -131,8 +142,8 @@ def test_flamingo_pytorch_both_ways(seed):
 
     # ours -> theirs: a fresh reference of the same sizes, strict loading
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
-    fresh = lucidrains(z, n_media_embeds=z["media"]).eval()
-    fresh.load_state_dict(mine.to_flamingo_pytorch_state_dict(), strict=True)
+    fresh = lucidrains(flamingo_pytorch, z, n_media_embeds=z["media"]).eval()
+    fresh.load_state_dict(pe.interop.to_flamingo_pytorch(mine), strict=True)
     with torch.no_grad():
         close(mine(x), fresh(x))
 
@@ -140,7 +151,7 @@ def test_flamingo_pytorch_both_ways(seed):
 # -- OpenFlamingo -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(N_CONFIGS))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_open_flamingo_both_ways(helpers, seed):
     z = sizes(200 + seed)
     # every combination of the two optional embeddings appears over the seeds
@@ -150,14 +161,14 @@ def test_open_flamingo_both_ways(helpers, seed):
     theirs = perturb(open_flamingo(helpers, z, max_media, max_frames), seed)
     context = max(1, z["context"] // z["frames"])
     x = torch.randn(z["batch"], z["media"], z["frames"], context, z["embed_dim"])  # [b, T, F, v, e]
-    ours = pe.PerceiverResampler.from_open_flamingo(theirs)
+    ours = pe.interop.from_open_flamingo(theirs)
     assert (ours.config.n_media_embeds, ours.config.n_frame_embeds) == (max_media or 0, max_frames or 0)
     with torch.no_grad():
         close(ours(x), theirs(x))  # [b, T, l, e]
 
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
     fresh = open_flamingo(helpers, z, max_media, max_frames).eval()
-    fresh.load_state_dict(mine.to_open_flamingo_state_dict(), strict=True)
+    fresh.load_state_dict(pe.interop.to_open_flamingo(mine), strict=True)
     with torch.no_grad():
         close(mine(x), fresh(x))
 
@@ -165,14 +176,14 @@ def test_open_flamingo_both_ways(helpers, seed):
 # -- Idefics2 -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(N_CONFIGS))
-def test_idefics2_both_ways_with_padding_masks(seed):
+@pytest.mark.parametrize("seed", SEEDS)
+def test_idefics2_both_ways_with_padding_masks(idefics2, seed):
     z = sizes(300 + seed)
     torch.manual_seed(seed)
-    theirs = perturb(hf_idefics2(z, attn="eager" if seed % 2 else "sdpa"), seed)
+    theirs = perturb(hf_idefics2(idefics2, z, attn="eager" if seed % 2 else "sdpa"), seed)
     context = torch.randn(z["batch"], z["context"], z["embed_dim"])
     mask = padding_mask(z)
-    ours = pe.PerceiverResampler.from_idefics2(theirs)
+    ours = pe.interop.from_idefics2(theirs)
     expected_kv = None if z["n_kv_heads"] == z["n_heads"] else z["n_kv_heads"]
     assert (ours.config.norm, ours.config.mlp, ours.config.n_kv_heads) == ("rms", "swiglu", expected_kv)
     with torch.no_grad():
@@ -181,8 +192,8 @@ def test_idefics2_both_ways_with_padding_masks(seed):
         close(ours(context), theirs(context, attention_mask=everything))  # no mask = no padding
 
     mine = perturb(pe.PerceiverResampler(ours.config), seed + 1)
-    fresh = hf_idefics2(z).eval()
-    fresh.load_state_dict(mine.to_idefics2_state_dict(), strict=True)
+    fresh = hf_idefics2(idefics2, z).eval()
+    fresh.load_state_dict(pe.interop.to_idefics2(mine), strict=True)
     with torch.no_grad():
         close(mine(context, attention_mask=mask), fresh(context, attention_mask=mask))
 

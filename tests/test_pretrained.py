@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -66,7 +67,7 @@ def test_the_trained_scenes_model_reads_its_held_out_scenes():
     initial = S.evaluate(S.init_scene_model(model.config, info["seed"], **info["model"]), scenes)
     # far above what the same architecture does before training
     assert figures["object_accuracy"] > initial["object_accuracy"] + 30
-    # issue 9's attention figures: some latent puts >= 50 % of its context attention on each object,
+    # the attention figures' target: some latent puts >= 50 % of its context attention on each object,
     # and the attention entropy falls by >= 40 % from initialisation
     assert figures["object_coverage"] >= 90 > initial["object_coverage"]
     assert figures["context_entropy"] <= 0.6 * initial["context_entropy"]
@@ -124,10 +125,53 @@ def test_train_command_rejects_an_unknown_name():
     assert done.returncode != 0 and "invalid choice: 'nope'" in done.stderr and "scenes-qknorm" in done.stderr
 
 
+# What a remake can promise across machines (perceiver_edu/train.py): CPUs with other vector units
+# (AVX2, AVX-512, NEON) round float sums differently, so remade weights differ in the last bits.
+# The first steps' losses agree to float32 rounding: 2e-7 relative between AVX-512, AVX2 and the
+# plain kernels on this project's machine (ATEN_CPU_CAPABILITY=avx2 / default), held here to 1e-4:
+# a change to the recipe, the data or the model moves them by far more.
+FIRST_LOSSES_RTOL = 1e-4
+# The held-out accuracy of a full digits remake on three instruction sets: 97.2 to 97.8 % (shipped 97.8).
+ACCURACY_TOLERANCE = 2.0  # percentage points
+
+
+@pytest.mark.parametrize("name", P.PRETRAINED)
+def test_first_steps_of_each_recipe_match_the_shipped_log(name):
+    from perceiver_edu.train import first_losses
+
+    shipped = P.pretrained_info(name)["first_losses"]
+    assert len(shipped) == pe.training.FIRST_STEPS
+    np.testing.assert_allclose(first_losses(name), shipped, rtol=FIRST_LOSSES_RTOL)
+
+
+def test_first_losses_would_catch_a_changed_recipe():
+    from perceiver_edu.train import run_recipe
+
+    shipped = P.pretrained_info("digits")["first_losses"]
+    other_seed = pe.train_digits(seed=2, progress=False, stop_after=5).first_losses
+    assert not np.allclose(other_seed, shipped[:5], rtol=FIRST_LOSSES_RTOL)
+    assert len(run_recipe("digits", progress=False, stop_after=3).first_losses) == 3
+
+
+def test_a_remake_is_deterministic_on_one_machine():
+    from perceiver_edu.train import run_recipe
+
+    before = torch.get_num_threads()
+    first = run_recipe("digits", progress=False, stop_after=60)
+    torch.set_num_threads(2)  # the recipe pins its own thread count: the caller's setting must not matter
+    try:
+        second = run_recipe("digits", progress=False, stop_after=60)
+    finally:
+        torch.set_num_threads(before)
+    assert first.first_losses == second.first_losses
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], first.initial_state[k]) for k in a)  # it did train
+
+
 @pytest.mark.slow
-def test_retraining_digits_remakes_the_shipped_file_exactly(tmp_path):
-    # "digits" is the cheapest recipe (about 15 s on one thread); on the CPU, seeded, on one thread,
-    # training is deterministic, so the weights must match bit for bit
+def test_retraining_digits_reaches_the_shipped_figures(tmp_path):
+    # "digits" is the cheapest recipe (about 15 s on one thread, quiet machine)
     done = subprocess.run(
         [sys.executable, "-m", "perceiver_edu.train", "digits", "--out", str(tmp_path), "--quiet"],
         capture_output=True,
@@ -136,8 +180,9 @@ def test_retraining_digits_remakes_the_shipped_file_exactly(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    shipped, remade = load_file(P.WEIGHTS / "digits.safetensors"), load_file(tmp_path / "digits.safetensors")
-    assert shipped.keys() == remade.keys()
-    assert all(torch.equal(shipped[k], remade[k]) for k in shipped)
-    info = json.loads((tmp_path / "digits.json").read_text())
-    assert info["history"] == P.pretrained_info("digits")["history"]
+    shipped, remade = P.pretrained_info("digits"), json.loads((tmp_path / "digits.json").read_text())
+    assert load_file(tmp_path / "digits.safetensors").keys() == load_file(P.WEIGHTS / "digits.safetensors").keys()
+    np.testing.assert_allclose(remade["first_losses"], shipped["first_losses"], rtol=FIRST_LOSSES_RTOL)
+    assert remade["history"]["step"] == shipped["history"]["step"]
+    assert abs(remade["held_out"]["accuracy"] - shipped["held_out"]["accuracy"]) <= ACCURACY_TOLERANCE
+    assert remade["first_losses_cpu"] == torch.backends.cpu.get_cpu_capability()

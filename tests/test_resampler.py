@@ -149,7 +149,7 @@ def test_step_functions_are_what_the_modules_run():
         out = steps.merge_heads(steps.weighted_sum(steps.stable_softmax(steps.attention_scores(q, k)), v))
         latents = steps.add_residual(latents, steps.project(out, attention.output_proj.weight))
         h = steps.layer_norm(latents, ff.ln.weight, ff.ln.bias)
-        latents = steps.add_residual(latents, steps.mlp(h, ff.fc.weight, ff.c_proj.weight))
+        latents = steps.add_residual(latents, steps.relu_mlp(h, ff.fc.weight, ff.c_proj.weight))
     by_hand = steps.layer_norm(latents, model.layer_norm.weight, model.layer_norm.bias)
     assert torch.equal(by_hand, model(context))
 

@@ -129,6 +129,29 @@ def test_object_masks_are_the_patches_a_box_touches():
     assert grid[1].nonzero().tolist() == [[r, c] for r in (1, 2, 3) for c in (2, 3)]
 
 
+def test_object_overlap_weighs_each_patch_by_its_pixels_inside_the_box():
+    # a 16 x 16 canvas of 4 x 4 patches; the box rows 2..9, columns 0..7: patch rows 0 and 2 half inside, row 1 whole
+    (overlap,) = S.object_overlap(torch.tensor([[2, 0, 10, 8]]), (16, 16), 4).reshape(1, 4, 4)
+    assert overlap.tolist() == [[0.5, 0.5, 0, 0], [1, 1, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0, 0]]
+    # a box one pixel into a patch's corner: that patch counts 1/16, and an 8 x 8 box always holds 4 patches' pixels
+    (corner,) = S.object_overlap(torch.tensor([[3, 3, 11, 11]]), (16, 16), 4)
+    assert corner[0] == pytest.approx(1 / 16) and corner.sum() == pytest.approx(4.0)
+    # object_masks (the "touch" measure) is where the overlap is not zero
+    boxes = torch.tensor([[3, 3, 11, 11], [6, 10, 14, 18]])
+    assert torch.equal(S.object_masks(boxes, (16, 16), 4), S.object_overlap(boxes, (16, 16), 4) > 0)
+
+
+def test_object_attention_counts_a_half_inside_patch_half_under_overlap_and_whole_under_touch():
+    # one latent on one patch; the box covers the left half of that patch's pixels (8 x 8 canvas, 4 x 4 patches)
+    maps = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])
+    boxes = [torch.tensor([[0, 0, 4, 2]])]
+    (overlap,) = S.object_attention(maps, boxes, (8, 8), 4)
+    (touch,) = S.object_attention(maps, boxes, (8, 8), 4, weigh="touch")
+    assert overlap.item() == pytest.approx(0.5) and touch.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="weigh must be 'overlap' or 'touch'; got 'ink'"):
+        S.object_attention(maps, boxes, (8, 8), 4, weigh="ink")
+
+
 def _trace_attending(maps: torch.Tensor, latents_in_kv: bool = True) -> Trace:
     """A Trace whose last layer's heads all have the context attention `maps` [b, l, s] (plus some on latents)."""
     b, l, s = maps.shape
@@ -178,10 +201,14 @@ def test_evaluate_scores_right_answers_and_object_attention():
     scenes = S.held_out_scenes(6, seed=1)
     on = S.evaluate(_Oracle(scenes, on_object=True), scenes)
     assert on["object_accuracy"] == 100.0 and on["exact_set_accuracy"] == 100.0
-    assert on["object_coverage"] == 100.0 and on["median_object_attention"] == pytest.approx(100.0)
+    # the oracle spreads its attention evenly over the patches the box touches: all of it counts under
+    # "touch", only the pixels inside the box under "overlap" (4 patches' worth over 4 to 9 patches)
+    assert on["object_coverage_touch"] == 100.0 and on["median_object_attention_touch"] == pytest.approx(100.0)
+    assert 40 < on["median_object_attention"] < 100 and on["object_coverage"] < 100
     off = S.evaluate(_Oracle(scenes, on_object=False), scenes)
-    # flat attention over 64 patches puts at most 9/64 on one object's patches: nothing is covered
-    assert off["object_coverage"] == 0.0 and off["median_object_attention"] < 15
+    # flat attention over 64 patches puts at most 9/64 on one object's patches (touch), 4/64 of pixels (overlap)
+    assert off["object_coverage_touch"] == 0.0 and off["median_object_attention_touch"] < 15
+    assert off["object_coverage"] == 0.0 and off["median_object_attention"] == pytest.approx(100 * 4 / 64)
     assert off["context_entropy"] > on["context_entropy"]
 
 
@@ -198,3 +225,22 @@ def test_short_training_is_seeded_and_learns():
     # the initial model is what training started from: the same as a fresh model from the seed
     fresh = S.init_scene_model(seed=5)
     assert all(torch.equal(x, y) for x, y in zip(a.initial_model().state_dict().values(), fresh.state_dict().values()))
+
+
+def test_the_shipped_ablation_file_holds_both_sweeps_with_true_parameter_counts():
+    # chapter 4 plots this file (benchmarks/scenes_ablation.py wrote it): every run of the two sweeps
+    # through the shipped model is there, and each parameter count is that of the configuration it names
+    import json
+    from importlib.resources import files
+
+    ablation = json.loads(files("perceiver_edu").joinpath("weights/scenes_ablation.json").read_text())
+    runs = {(r["n_latents"], r["depth"]): r for r in ablation["runs"]}
+    assert {(l, 2) for l in (2, 4, 8, 16)} | {(8, d) for d in (1, 2, 3, 6)} <= set(runs)
+    for (l, depth), r in runs.items():
+        model = S.init_scene_model(S.scenes_config(n_latents=l, depth=depth))
+        assert r["parameters"] == sum(p.numel() for p in model.parameters())
+        assert r["resampler_parameters"] == sum(p.numel() for p in model.resampler.parameters())
+        for key in ("object_accuracy", "object_coverage", "object_coverage_touch"):
+            assert 0 <= r[key] <= 100
+        assert r["object_coverage"] <= r["object_coverage_touch"]  # a patch never counts more than whole
+        assert r["cpu_seconds"] > 0

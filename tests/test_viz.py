@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 import perceiver_edu as pe
-from perceiver_edu import viz
+from perceiver_edu import scenes, viz
 from perceiver_edu.inputs import sample_image
 
 S = 17  # 4 x 4 patches + CLS: small, and valid for the image overlay too
@@ -369,6 +369,26 @@ def test_latents_on_scene_draw_each_latents_map_on_the_canvas_and_name_its_objec
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 1 and shown[0].get_title() == "latent 1" and shown[0].images[0].get_clim() == (0.0, 0.5)
     assert "shared" in colorbar_labels(fig)[0]
+
+
+def test_latents_on_scene_captions_weigh_each_patch_by_its_pixels_in_the_box(scene):
+    image, _, labels, attn = scene
+    # a box that only grazes latent 0's patches (one pixel row of patches 4 and 5): the caption says little is on it
+    boxes = torch.tensor([[7, 0, 15, 8], [8, 8, 16, 16]])
+    fig = viz.plot_latents_on_scene(attn[0], image, boxes=boxes, labels=labels)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_xlabel()]
+    weights = attn[0, 0] / attn[0, 0].sum()
+    assert panels[0].get_xlabel() == f"{float(weights[[4, 5]].sum() / 4 + weights[[8, 9]].sum()):.0%} on class 3"
+    # the same shares as the package's metric, scenes.object_attention
+    maps = attn[0] / attn[0].sum(-1, keepdim=True)  # [l, s]
+    (expected,) = scenes.object_attention(maps[None], [boxes], (CANVAS, CANVAS), 4)
+    np.testing.assert_allclose(
+        viz._box_shares(
+            attn[0].numpy() / attn[0].sum(-1, keepdim=True).numpy(), boxes.numpy(), (GRID, GRID), (CANVAS, CANVAS)
+        ),
+        expected.numpy(),
+        rtol=1e-6,
+    )
 
 
 def test_latents_on_scene_can_show_one_scene_per_row(scene):

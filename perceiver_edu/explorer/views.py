@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from .. import viz
 from ..inputs import grid_side, sample_image
-from ..toy import image_attention
+from ..trace import image_attention
 from .forward import SCENE, Run
 from .render import message_figure
 

@@ -32,9 +32,16 @@ NO_RESAMPLER = {
 def load_checkpoint(path: str | Path, **overrides: Any) -> PerceiverResampler:
     """The perceiver resampler of a local IDEFICS or Idefics2 checkpoint: a file, or a (sharded) folder.
 
+    path       a `.safetensors` or `.bin` file, or a folder holding `model.safetensors`,
+               `model.safetensors.index.json` (sharded), `pytorch_model.bin` or its index,
+               usually beside a `config.json` (as written by transformers' `save_pretrained`)
+    overrides  ResamplerConfig fields to use where neither config.json nor the tensor shapes say
+               (n_heads, when an IDEFICS checkpoint has no config.json and no qk norm)
+
     The family comes from `model_type` in the config.json beside the weights (without one, the keys
-    tell IDEFICS' `blocks.` from Idefics2's `layers.`). Idefics3 and SmolVLM have no resampler and get
-    a message that says so. `overrides` are ResamplerConfig fields, as for `load_idefics_checkpoint`.
+    tell IDEFICS' `blocks.` from Idefics2's `layers.`); sizes come from config.json when there is one,
+    checked against the tensors' shapes. Idefics3 and SmolVLM have no resampler and get a message
+    that says so.
     """
     path = _existing(path)
     hf_config = _read_config(path)
@@ -53,21 +60,6 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> PerceiverResampler:
     if model_type is None:  # no config.json: tell the layouts apart by their keys
         model_type = "idefics2" if any(k.startswith("layers.") for k in state) else "idefics"
     return _build(FAMILIES[model_type], state, hf_config, overrides)
-
-
-def load_idefics_checkpoint(path: str | Path, **overrides: Any) -> PerceiverResampler:
-    """The perceiver resampler of a local IDEFICS checkpoint: a file, or a (sharded) folder.
-
-    path       a `.safetensors` or `.bin` file, or a folder holding `model.safetensors`,
-               `model.safetensors.index.json` (sharded), `pytorch_model.bin` or its index,
-               usually beside a `config.json` (as written by transformers' `save_pretrained`)
-    overrides  ResamplerConfig fields to use where neither config.json nor the tensor shapes say
-               (n_heads, when there is no config.json and no qk norm), or to switch check_finite off
-
-    Sizes come from config.json when there is one, checked against the tensors' shapes.
-    """
-    path = _existing(path)
-    return _build(idefics, _resampler_state(path), _read_config(path), overrides)
 
 
 def _build(family, state: dict[str, Tensor], hf_config: dict | None, overrides: dict) -> PerceiverResampler:

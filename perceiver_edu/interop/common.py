@@ -41,7 +41,7 @@ def rename(state: dict[str, Tensor], table: KeyTable, depth: int, to_ours: bool)
 
 
 def join_kv(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
-    """Our k_proj and v_proj [k d, e] each -> one fused `to_kv` [2 k d, e], k rows first (Flamingo's layout)."""
+    """Our k_proj and v_proj [g d, e] each -> one fused `to_kv` [2 g d, e], k rows first (Flamingo's layout)."""
     out = dict(state)
     for i in range(depth):
         k = out.pop(f"blocks.{i}.0.k_proj.weight")
@@ -118,7 +118,7 @@ def describe(module: Any) -> str:
 def wrong_module(argument: str, expected: str, module: Any, hint: str = "") -> TypeError:
     """The error for a module of the wrong kind: what came, what was expected, and where to find the right one."""
     guess = guess_reference(module)
-    known = f"; it looks like {guess}'s resampler: use PerceiverResampler.from_{guess}" if guess else ""
+    known = f"; it looks like {guess}'s resampler: use perceiver_edu.interop.from_{guess}" if guess else ""
     return TypeError(f"{argument} must be {expected}{hint}; got {describe(module)}{known}")
 
 

@@ -85,7 +85,7 @@ def from_flamingo_pytorch(resampler: nn.Module) -> PerceiverResampler:
     return build(config, state, resampler.latents)
 
 
-def to_flamingo_pytorch_state_dict(model: PerceiverResampler) -> dict[str, Tensor]:
+def to_flamingo_pytorch(model: PerceiverResampler) -> dict[str, Tensor]:
     """Our weights under flamingo-pytorch's keys (detached), loadable with strict=True."""
     require(model, NAME, **FLAMINGO_SEAMS, n_frame_embeds=0)
     if not model.config.n_media_embeds:

@@ -54,10 +54,34 @@ def from_idefics(hf_resampler: nn.Module) -> PerceiverResampler:
     return build(config, dict(hf_resampler.state_dict()), hf_resampler.latents)
 
 
-def to_idefics_state_dict(model: PerceiverResampler) -> dict[str, Tensor]:
+def to_idefics(model: PerceiverResampler) -> dict[str, Tensor]:
     """Our weights under transformers' keys (a plain dict of tensors, detached)."""
     require(model, NAME, **{k: v for k, v in SEAMS.items() if k not in ("accepts_mask", "subtract_max", "norm_eps")})
     return detached(model.state_dict())
+
+
+def config_from_idefics(hf_config: Any, **overrides: Any) -> ResamplerConfig:
+    """Read the resampler's sizes from a transformers `IdeficsConfig` (or its dict form, as in config.json)."""
+    cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+    perceiver = cfg.get("perceiver_config")
+    vision = cfg.get("vision_config")
+    if not isinstance(perceiver, dict) or not isinstance(vision, dict):
+        raise ValueError(
+            "hf_config must be an IdeficsConfig (or its dict) with 'perceiver_config' and 'vision_config'; "
+            f"got keys {sorted(cfg)[:12]}"
+        )
+    try:
+        values = dict(
+            embed_dim=vision["embed_dim"],
+            depth=perceiver["resampler_depth"],
+            n_heads=perceiver["resampler_n_heads"],
+            head_dim=perceiver["resampler_head_dim"],
+            n_latents=perceiver["resampler_n_latents"],
+            qk_norm=bool(perceiver.get("qk_layer_norms_perceiver", False)),
+        )
+    except KeyError as missing:
+        raise ValueError(f"hf_config is missing {missing}, which the resampler's size is read from") from None
+    return ResamplerConfig(**{**values, **overrides})
 
 
 def ours_from_checkpoint(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -80,7 +104,7 @@ def config_from_checkpoint(state: dict[str, Tensor], hf_config: dict | None, ove
 
     values: dict[str, Any] = {}
     if hf_config is not None:
-        values = ResamplerConfig.from_idefics(hf_config).to_dict()
+        values = config_from_idefics(hf_config).to_dict()
         disagree = [
             f"{k}: config.json says {values[k]}, tensors say {v}" for k, v in from_shapes.items() if values[k] != v
         ]

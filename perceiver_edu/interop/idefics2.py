@@ -76,7 +76,7 @@ def from_idefics2(hf_resampler: nn.Module) -> PerceiverResampler:
     return build(config, state, hf_resampler.latents)
 
 
-def to_idefics2_state_dict(model: PerceiverResampler) -> dict[str, Tensor]:
+def to_idefics2(model: PerceiverResampler) -> dict[str, Tensor]:
     """Our weights under Idefics2PerceiverResampler's keys (detached), loadable with strict=True."""
     require(
         model, NAME, norm="rms", mlp="swiglu", qk_norm=False, latents_in_kv=True, n_media_embeds=0, n_frame_embeds=0

@@ -67,7 +67,7 @@ def from_open_flamingo(resampler: nn.Module) -> PerceiverResampler:
     return build(config, state, resampler.latents)
 
 
-def to_open_flamingo_state_dict(model: PerceiverResampler) -> dict[str, Tensor]:
+def to_open_flamingo(model: PerceiverResampler) -> dict[str, Tensor]:
     """Our weights under OpenFlamingo's keys (detached), loadable with strict=True into a resampler built with
     max_num_media=n_media_embeds (or None for 0) and max_num_frames=n_frame_embeds (or None for 0)."""
     require(model, NAME, **FLAMINGO_SEAMS)

@@ -17,10 +17,7 @@ same curves every time. The same code trains on a GPU when given `device="cuda"`
 
 from __future__ import annotations
 
-import copy
-import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,10 +25,12 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from . import checks
 from .config import ResamplerConfig
 from .device import available_devices
 from .modules import PerceiverResampler
-from .trace import Trace, attention_entropy
+from .trace import Trace
+from .training import TrainResult, adamw_with_cosine, train
 
 SIDE = 8  # the digits are 8 x 8 pixels
 N_CLASSES = 10
@@ -87,7 +86,7 @@ class PixelEmbedding(nn.Module):
     """images [b, 8, 8] -> context [b, s, e], s = 64: one token per pixel, brightness + position.
 
     Without a position embedding the resampler could not tell pixels apart: attention is
-    permutation-invariant over context tokens (DESIGN.md), so it would see a bag of brightnesses.
+    permutation-invariant over context tokens (docs/design.md), so it would see a bag of brightnesses.
     The position is learned as a row vector plus a column vector (16 vectors, not 64): pixels in the
     same row or column start out related, a hint that ~1,400 training images are too few to teach.
     (One free vector per pixel reached 95.5-97% held out in our runs, row + column 96-98%.)
@@ -120,10 +119,10 @@ class DigitClassifier(nn.Module):
     def __init__(self, config: ResamplerConfig | None = None, n_classes: int = N_CLASSES, side: int = SIDE) -> None:
         super().__init__()
         if config is None:
-            config = default_config()
+            config = ResamplerConfig.tiny()
         elif not isinstance(config, ResamplerConfig):
             raise TypeError(
-                f"config must be a ResamplerConfig (e.g. toy.default_config()); got {type(config).__name__}"
+                f"config must be a ResamplerConfig (e.g. pe.ResamplerConfig.tiny()); got {type(config).__name__}"
             )
         self.config = config
         self.side = side
@@ -143,11 +142,6 @@ class DigitClassifier(nn.Module):
         return (logits, trace) if return_trace else logits
 
 
-def default_config(**overrides: Any) -> ResamplerConfig:
-    """The resampler of chapter 4: 64 pixels -> 8 latents of width 32, 2 layers of 4 heads of 8."""
-    return ResamplerConfig(**{**dict(embed_dim=32, depth=2, n_heads=4, head_dim=8, n_latents=8), **overrides})
-
-
 def check_images(images: Any, side: int, like: Tensor) -> None:
     """Refuse images the classifier cannot read, saying what it expects."""
     if not isinstance(images, Tensor):
@@ -164,36 +158,6 @@ def check_images(images: Any, side: int, like: Tensor) -> None:
 
 
 # -- training -----------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    """What `train_digits` returns.
-
-    model          the trained DigitClassifier, in eval mode, on the device it was trained on
-    history        one entry per evaluation: step, loss (mean training loss since the last one),
-                   test_accuracy (% of the held-out images classified right)
-    seconds        wall-clock time of the training loop, evaluations included
-    device         where it ran
-    initial_state  the weights before the first step (see `initial_model`)
-    """
-
-    model: DigitClassifier
-    history: dict[str, list[float]] = field(default_factory=dict)
-    seconds: float = 0.0
-    device: str = "cpu"
-    initial_state: dict[str, Tensor] = field(default_factory=dict, repr=False)
-
-    @property
-    def accuracy(self) -> float:
-        """Held-out accuracy in % at the end of training."""
-        return self.history["test_accuracy"][-1]
-
-    def initial_model(self) -> DigitClassifier:
-        """The same architecture with the weights it had before training: what random weights look at."""
-        model = copy.deepcopy(self.model)
-        model.load_state_dict(self.initial_state)
-        return model.eval()
 
 
 @torch.no_grad()
@@ -223,18 +187,19 @@ def train_digits(
     eval_every: int = 100,
     progress: bool = True,
     threads: int | None = 1,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Train a DigitClassifier with AdamW and a cosine learning rate; returns the model and its curves.
+    """Train a DigitClassifier with AdamW and a cosine learning rate (training.train); returns the model and its curves.
 
-    Seeded: the same seed gives the same initial weights and the same batches. On the CPU the loop
-    also runs with torch.use_deterministic_algorithms, and with `threads` CPU threads (1 by default:
-    the float rounding then does not depend on the machine's core count, and see below for speed;
-    None keeps torch's setting). `device` defaults to "cpu" so the notebook gives the same numbers everywhere; pass
-    pe.pick_device() for a GPU. `progress` shows a tqdm bar (a widget in Jupyter); tests pass False.
+    history: step, loss, test_accuracy (% of the held-out digits classified right). Seeded: the same
+    seed gives the same initial weights and the same batches, and on the CPU the same weights bit for
+    bit (on one machine; see training.py for across machines). `device` defaults to "cpu" so the
+    notebook gives the same numbers everywhere; pass pe.pick_device() for a GPU. `threads`: CPU
+    threads (see training.deterministic). `progress` shows a tqdm bar; tests pass False.
+    `stop_after`: see training.train.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+        checks.positive_int(name, value)
     device = torch.device("cpu" if device is None else device)
     if device.type not in available_devices():
         raise ValueError(f"device {str(device)!r} is not available on this machine; available: {available_devices()}")
@@ -242,120 +207,32 @@ def train_digits(
     if batch_size > len(data.train_labels):
         raise ValueError(f"batch_size {batch_size} is larger than the {len(data.train_labels)} training images")
     torch.manual_seed(seed)
-    model = DigitClassifier(config)
-    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model = model.to(device)
+    model = DigitClassifier(config).to(device)
     train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
-    optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)
     batches = torch.Generator().manual_seed(seed)  # a CPU generator: the batch order is the same on any device
-    history: dict[str, list[float]] = {"step": [], "loss": [], "test_accuracy": []}
+    epoch = {"order": torch.randperm(len(train_y), generator=batches), "cursor": 0}
 
-    saved = deterministic_begin(threads if device.type == "cpu" else None)
-    bar = _progress_bar(steps, progress)
-    start, running, count = time.perf_counter(), 0.0, 0
-    try:
-        model.train()
-        order, cursor = torch.randperm(len(train_y), generator=batches), 0
-        for step in range(1, steps + 1):
-            if cursor + batch_size > len(order):  # the epoch is used up: reshuffle
-                order, cursor = torch.randperm(len(train_y), generator=batches), 0
-            index = order[cursor : cursor + batch_size].to(device)
-            cursor += batch_size
-            loss = nn.functional.cross_entropy(model(train_x[index]), train_y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running, count = running + loss.item(), count + 1
-            if step % eval_every == 0 or step == steps:
-                history["step"].append(step)
-                history["loss"].append(running / count)
-                history["test_accuracy"].append(accuracy(model, data.test_images, data.test_labels))
-                running, count = 0.0, 0
-                if bar is not None:
-                    bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_accuracy'][-1]:.1f}%")
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        deterministic_end(saved)
-    model.eval()
-    return TrainResult(model, history, time.perf_counter() - start, str(device), initial_state)
+    def step_loss(step: int) -> Tensor:
+        if epoch["cursor"] + batch_size > len(epoch["order"]):  # the epoch is used up: reshuffle
+            epoch["order"], epoch["cursor"] = torch.randperm(len(train_y), generator=batches), 0
+        index = epoch["order"][epoch["cursor"] : epoch["cursor"] + batch_size].to(device)
+        epoch["cursor"] += batch_size
+        return nn.functional.cross_entropy(model(train_x[index]), train_y[index])
 
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {"test_accuracy": accuracy(model, data.test_images, data.test_labels)}
 
-def deterministic_begin(threads: int | None) -> tuple[bool, bool, int]:
-    """Switch on torch's deterministic algorithms and use `threads` CPU threads; returns what to restore."""
-    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    saved_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads is not None:
-        # on tensors this small a second thread saves little (about 20% with both cores free, see
-        # benchmarks/digits_training.py) and costs a lot when another process holds that core:
-        # every op then waits for it, up to 100x slower per step in our runs on a shared machine
-        torch.set_num_threads(threads)
-    return (*saved, saved_threads)
-
-
-def deterministic_end(saved: tuple[bool, bool, int]) -> None:
-    """Put back what `deterministic_begin` changed."""
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.set_num_threads(saved[2])
-
-
-def adamw_with_cosine(model: nn.Module, lr: float, weight_decay: float, steps: int):
-    """(optimizer, schedule): AdamW with weight decay on the matrices only, a warm-up, then a cosine to 0."""
-    # weight decay pulls matrices (projections, latents, position vectors) towards 0; the LayerNorm
-    # gains and the biases are left alone, or QK-norm's gains could never grow to sharpen attention
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    optimizer, schedule = adamw_with_cosine(model, lr, weight_decay, steps)
+    return train(
+        model,
+        step_loss,
+        steps=steps,
+        optimizer=optimizer,
+        schedule=schedule,
+        evaluate=evaluate,
+        eval_every=eval_every,
+        threads=threads if device.type == "cpu" else None,
+        progress=progress,
+        device=str(device),
+        stop_after=stop_after,
     )
-    # warm up over the first 5% of the steps, then a cosine down to 0: no wild first steps, and
-    # the last steps fine-tune at a small rate.
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(t / steps, 1.0)))
-    )
-    return optimizer, schedule
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
-
-    return tqdm(total=total, desc="training", unit="step")
-
-
-# -- what the latents look at -------------------------------------------------------------------
-
-
-def image_attention(trace: Trace) -> Tensor:
-    """[depth, b, h, l, s]: each latent's attention over the image pixels only, renormalised to sum to 1.
-
-    The latents also attend to themselves (the keys after the context); dropping those keys and
-    renormalising asks "of what it takes from the image, where does this latent look?".
-    """
-    pixels = trace.stacked()[..., : trace.context_length]  # [depth, b, h, l, s]
-    return pixels / pixels.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(pixels.dtype).tiny)
-
-
-def image_entropy(trace: Trace) -> Tensor:
-    """[depth, b, h, l]: entropy (nats) of `image_attention`; log(s) = log(64) = 4.16 is a flat look at every pixel."""
-    return attention_entropy(image_attention(trace))
-
-
-def latent_overlap(maps: Tensor) -> Tensor:
-    """[..., l, s] -> [...]: how much two latents look at the same pixels, averaged over all pairs of latents.
-
-    For two maps p and q (each summing to 1) the overlap is sum_j min(p_j, q_j): 1 when they are the
-    same map, 0 when they look at disjoint pixels.
-    """
-    l = maps.shape[-2]
-    if l < 2:
-        raise ValueError(f"latent_overlap needs at least 2 latents to compare; got maps of shape {tuple(maps.shape)}")
-    pairs = torch.minimum(maps[..., :, None, :], maps[..., None, :, :]).sum(-1)  # [..., l, l]
-    off_diagonal = ~torch.eye(l, dtype=torch.bool, device=maps.device)
-    return pairs[..., off_diagonal].mean(-1)

@@ -1,4 +1,4 @@
-"""toy.py: the digits classifier learns, is seeded, moves to the device it is given; chapter 4's figures."""
+"""digits.py: the digits classifier learns, is seeded, moves to the device it is given; chapter 4's figures."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -6,27 +6,28 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from perceiver_edu import toy, viz
+import perceiver_edu as pe
+from perceiver_edu import digits, viz
 
 CHANCE = 10.0  # % for 10 classes
 
 
 @pytest.fixture(scope="module")
 def data():
-    return toy.load_digits_split()
+    return digits.load_digits_split()
 
 
 @pytest.fixture(scope="module")
 def short_run(data):
     # 300 steps: a few seconds on one core, long enough to be far above chance
-    return toy.train_digits(steps=300, eval_every=100, progress=False, data=data)
+    return digits.train_digits(steps=300, eval_every=100, progress=False, data=data)
 
 
 # -- data -----------------------------------------------------------------------------------------
 
 
 def test_split_is_fixed_disjoint_and_complete(data):
-    again = toy.load_digits_split()
+    again = digits.load_digits_split()
     assert torch.equal(data.test_images, again.test_images) and torch.equal(data.train_labels, again.train_labels)
     assert len(data.train_labels) + len(data.test_labels) == 1797
     assert len(data.test_labels) == round(1797 * 0.2)
@@ -37,20 +38,20 @@ def test_split_is_fixed_disjoint_and_complete(data):
     leaked = sum(tuple(x.flatten().tolist()) in train for x in data.test_images)
     assert leaked == 0
     assert set(data.test_labels.tolist()) == set(range(10))
-    other = toy.load_digits_split(seed=1)
+    other = digits.load_digits_split(seed=1)
     assert not torch.equal(other.test_labels, data.test_labels)
 
 
 def test_bad_test_fraction_is_explained():
     with pytest.raises(ValueError, match="test_fraction"):
-        toy.load_digits_split(test_fraction=1.5)
+        digits.load_digits_split(test_fraction=1.5)
 
 
 # -- the model ------------------------------------------------------------------------------------
 
 
 def test_one_token_per_pixel_with_its_position():
-    embed = toy.PixelEmbedding(embed_dim=16)
+    embed = digits.PixelEmbedding(embed_dim=16)
     images = torch.zeros(2, 8, 8)
     images[1, 3, 5] = 1.0
     context = embed(images)  # [b, s, e]
@@ -67,19 +68,19 @@ def test_one_token_per_pixel_with_its_position():
 
 def test_classifier_shapes_and_trace():
     torch.manual_seed(0)
-    cfg = toy.default_config(n_latents=4)
-    model = toy.DigitClassifier(cfg)
+    cfg = pe.ResamplerConfig.tiny(n_latents=4)
+    model = digits.DigitClassifier(cfg)
     logits, trace = model(torch.rand(3, 8, 8), return_trace=True)
     assert logits.shape == (3, 10)
     assert trace.context_length == 64 and trace.attentions[0].shape == (3, cfg.n_heads, 4, 64 + 4)
-    maps = toy.image_attention(trace)  # [depth, b, h, l, s]
+    maps = pe.image_attention(trace)  # [depth, b, h, l, s]
     assert maps.shape == (cfg.depth, 3, cfg.n_heads, 4, 64)
     torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
-    assert toy.image_entropy(trace).shape == (cfg.depth, 3, cfg.n_heads, 4)
+    assert pe.image_entropy(trace).shape == (cfg.depth, 3, cfg.n_heads, 4)
 
 
 def test_bad_images_are_explained():
-    model = toy.DigitClassifier()
+    model = digits.DigitClassifier()
     with pytest.raises(ValueError, match=r"images\[None\]"):
         model(torch.rand(8, 8))
     with pytest.raises(ValueError, match=r"\[b, 8, 8\]"):
@@ -87,30 +88,30 @@ def test_bad_images_are_explained():
     with pytest.raises(TypeError, match="floats"):
         model(torch.ones(2, 8, 8, dtype=torch.long))
     with pytest.raises(TypeError, match="ResamplerConfig"):
-        toy.DigitClassifier({"embed_dim": 32})
+        digits.DigitClassifier({"embed_dim": 32})
 
 
 def test_entropy_and_overlap_measure_what_they_say():
     flat = torch.full((1, 1, 1, 1, 64), 1 / 64)  # [depth, b, h, l, s]
     one_pixel = torch.zeros(1, 1, 1, 1, 64)
     one_pixel[..., 7] = 1.0
-    assert toy.attention_entropy(flat).item() == pytest.approx(np.log(64))
-    assert toy.attention_entropy(one_pixel).item() == pytest.approx(0.0, abs=1e-6)
+    assert pe.attention_entropy(flat).item() == pytest.approx(np.log(64))
+    assert pe.attention_entropy(one_pixel).item() == pytest.approx(0.0, abs=1e-6)
     same = torch.stack([flat[0, 0, 0, 0]] * 3)  # [l, s]: three latents with one map
     apart = torch.eye(3, 64)  # three latents each on its own pixel
     half = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
-    assert toy.latent_overlap(same).item() == pytest.approx(1.0)
-    assert toy.latent_overlap(apart).item() == pytest.approx(0.0)
-    assert toy.latent_overlap(half).item() == pytest.approx(0.5)
+    assert pe.latent_overlap(same).item() == pytest.approx(1.0)
+    assert pe.latent_overlap(apart).item() == pytest.approx(0.0)
+    assert pe.latent_overlap(half).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least 2 latents"):
-        toy.latent_overlap(torch.ones(1, 64) / 64)
+        pe.latent_overlap(torch.ones(1, 64) / 64)
 
 
 # -- training -------------------------------------------------------------------------------------
 
 
 def test_short_training_learns(short_run, data):
-    before = toy.accuracy(short_run.initial_model(), data.test_images, data.test_labels)
+    before = digits.accuracy(short_run.initial_model(), data.test_images, data.test_labels)
     assert before < 30  # random weights: about chance
     assert short_run.accuracy >= 8 * CHANCE  # 300 steps: far above chance on images it never saw
     losses = short_run.history["loss"]
@@ -118,25 +119,25 @@ def test_short_training_learns(short_run, data):
     assert short_run.history["step"] == [100, 200, 300]
     # the model is handed back ready to use: eval mode, the accuracy it reports is the one it has
     assert not short_run.model.training
-    assert toy.accuracy(short_run.model, data.test_images, data.test_labels) == pytest.approx(short_run.accuracy)
+    assert digits.accuracy(short_run.model, data.test_images, data.test_labels) == pytest.approx(short_run.accuracy)
 
 
 def test_training_sharpens_the_attention(short_run, data):
     with torch.no_grad():
         _, trained = short_run.model(data.test_images[:64], return_trace=True)
         _, initial = short_run.initial_model()(data.test_images[:64], return_trace=True)
-    before = toy.image_entropy(initial).mean((1, 3))  # [depth, h]
-    after = toy.image_entropy(trained).mean((1, 3))
+    before = pe.image_entropy(initial).mean((1, 3))  # [depth, h]
+    after = pe.image_entropy(trained).mean((1, 3))
     assert (after < before).float().mean() > 0.5  # most heads sharper
-    overlap_before = toy.latent_overlap(toy.image_attention(initial).mean(2)).mean()
-    overlap_after = toy.latent_overlap(toy.image_attention(trained).mean(2)).mean()
+    overlap_before = pe.latent_overlap(pe.image_attention(initial).mean(2)).mean()
+    overlap_after = pe.latent_overlap(pe.image_attention(trained).mean(2)).mean()
     assert overlap_after < overlap_before  # the latents spread out over the digit
 
 
 def test_seeded_runs_repeat_and_seeds_differ(data):
-    a = toy.train_digits(steps=20, eval_every=10, progress=False, data=data, seed=3)
-    b = toy.train_digits(steps=20, eval_every=10, progress=False, data=data, seed=3)
-    c = toy.train_digits(steps=20, eval_every=10, progress=False, data=data, seed=4)
+    a = digits.train_digits(steps=20, eval_every=10, progress=False, data=data, seed=3)
+    b = digits.train_digits(steps=20, eval_every=10, progress=False, data=data, seed=3)
+    c = digits.train_digits(steps=20, eval_every=10, progress=False, data=data, seed=4)
     assert a.history == b.history
     for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(p, q), name
@@ -148,23 +149,23 @@ def test_seeded_runs_repeat_and_seeds_differ(data):
 def test_training_leaves_global_torch_settings_alone(data):
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    toy.train_digits(steps=2, eval_every=1, progress=False, data=data, threads=1)
+    digits.train_digits(steps=2, eval_every=1, progress=False, data=data, threads=1)
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == deterministic
 
 
 def test_quiet_by_default_in_tests_and_bar_on_request(data, capsys):
-    toy.train_digits(steps=2, eval_every=1, progress=False, data=data)
+    digits.train_digits(steps=2, eval_every=1, progress=False, data=data)
     assert capsys.readouterr().err == ""
-    toy.train_digits(steps=2, eval_every=1, progress=True, data=data)
+    digits.train_digits(steps=2, eval_every=1, progress=True, data=data)
     assert "training" in capsys.readouterr().err  # tqdm's text bar outside Jupyter
 
 
 def test_bad_training_arguments_are_explained(data):
     with pytest.raises(ValueError, match="steps must be a positive int"):
-        toy.train_digits(steps=0, progress=False, data=data)
+        digits.train_digits(steps=0, progress=False, data=data)
     with pytest.raises(ValueError, match="batch_size 5000 is larger"):
-        toy.train_digits(steps=1, batch_size=5000, progress=False, data=data)
+        digits.train_digits(steps=1, batch_size=5000, progress=False, data=data)
 
 
 # -- devices --------------------------------------------------------------------------------------
@@ -172,10 +173,10 @@ def test_bad_training_arguments_are_explained(data):
 
 def check_runs_on(device, data):
     seen = []
-    result = toy.train_digits(steps=3, eval_every=3, progress=False, data=data, device=device)
+    result = digits.train_digits(steps=3, eval_every=3, progress=False, data=data, device=device)
     model = result.model
     hook = model.embed.register_forward_pre_hook(lambda module, args: seen.append(args[0].device))
-    toy.accuracy(model, data.test_images[:10], data.test_labels[:10])
+    digits.accuracy(model, data.test_images[:10], data.test_labels[:10])
     hook.remove()
     expected = torch.device(device)
     assert {p.device.type for p in model.parameters()} == {expected.type}
@@ -187,14 +188,14 @@ def check_runs_on(device, data):
 def train_and_record_batch_devices(device, data):
     """check_runs_on(device), also noting which device every training batch reached the model on."""
     seen = []
-    original = toy.DigitClassifier.forward
+    original = digits.DigitClassifier.forward
 
     def spy(self, images, return_trace=False):
         seen.append(images.device.type)
         return original(self, images, return_trace)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(toy.DigitClassifier, "forward", spy)
+        mp.setattr(digits.DigitClassifier, "forward", spy)
         result = check_runs_on(device, data)
     assert seen and set(seen) == {device}  # the training batches went to the device too
     return result
@@ -207,14 +208,14 @@ def test_trains_on_the_cpu_device_it_is_given(data):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_a_missing_device_is_explained(data):
     with pytest.raises(ValueError, match=r"device 'cuda' is not available on this machine; available: \['"):
-        toy.train_digits(steps=1, progress=False, data=data, device="cuda")
+        digits.train_digits(steps=1, progress=False, data=data, device="cuda")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda(data):
     result = train_and_record_batch_devices("cuda", data)
-    cpu = toy.train_digits(steps=3, eval_every=3, progress=False, data=data, device="cpu")
+    cpu = digits.train_digits(steps=3, eval_every=3, progress=False, data=data, device="cpu")
     # same seed, same batches: the first loss agrees up to float rounding on the two devices
     assert result.history["loss"][0] == pytest.approx(cpu.history["loss"][0], rel=1e-3)
 
@@ -249,7 +250,7 @@ def test_digit_figures(short_run, data):
     np.testing.assert_allclose(np.asarray(shown[0]), images[0].numpy())
 
     _, trace = short_run.model(images, return_trace=True)
-    maps = toy.image_attention(trace)[1, 0]  # layer 1, example 0: [h, l, s]
+    maps = pe.image_attention(trace)[1, 0]  # layer 1, example 0: [h, l, s]
     fig = labelled(viz.plot_latents_on_digit(maps, images[0], layer=1))
     panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
     assert len(panels) == maps.shape[0] * maps.shape[1]  # one panel per head and latent
