@@ -1,4 +1,6 @@
-"""How long the explorer takes from a value change to the new figure, from its two starting points.
+"""How long the PNG explorer (`Explorer(live=False)`) takes from a value change to the new figure.
+
+The live explorer draws in the browser instead: benchmarks/view_latency.py times both in JupyterLab.
 
     python benchmarks/explorer_latency.py [--rounds 5]
 
@@ -176,8 +178,12 @@ def main() -> None:
     fresh = itertools.count(1000)
     results = []
     for title, explorer, changes in (
-        ("trained default (weights 'scenes' on held-out scenes)", pe.Explorer(), TRAINED_WALK),
-        ("random weights on the photo (every architecture control)", pe.Explorer(weights="random"), RANDOM_WALK),
+        ("trained default (weights 'scenes' on held-out scenes)", pe.Explorer(live=False), TRAINED_WALK),
+        (
+            "random weights on the photo (every architecture control)",
+            pe.Explorer(live=False, weights="random"),
+            RANDOM_WALK,
+        ),
     ):
         print(f"\n{title}: starts at {explorer.describe()}")
         results.append(report(title, *walk(explorer, changes, args.rounds, fresh)))

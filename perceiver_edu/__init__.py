@@ -33,6 +33,7 @@ _LAZY = {
     "viz": ("viz", None),
     "explorer": ("explorer", None),
     "Explorer": ("explorer", "Explorer"),
+    "AttentionView": ("explorer.view", "AttentionView"),  # the client-side view (explorer/view.py, view.js)
     "held_out_scenes": ("scenes", "held_out_scenes"),
     "SceneModel": ("scenes", "SceneModel"),
     "Scenes": ("scenes", "Scenes"),
@@ -60,6 +61,7 @@ def __dir__():
 
 
 __all__ = [
+    "AttentionView",
     "Explorer",
     "INPUT_KINDS",
     "PRETRAINED",

@@ -185,25 +185,45 @@ def open_page(sync_playwright, url: str, timeout_ms: int):
             browser.close()
 
 
-def wait_for_new_src(page, figure, old: str) -> str:
-    page.wait_for_function("([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), old])
-    return figure.get_attribute("src")
+def pixels(view) -> str:
+    """What the live view's canvas shows now (view.js draws it; the kernel only sends tensors)."""
+    return view.locator("canvas").first.evaluate("c => c.toDataURL()")
 
 
-def check_weights_and_scene(page, explorer, figure) -> None:
+def wait_for_new_pixels(page, view, old: str) -> str:
+    page.wait_for_function(
+        "([c, old]) => c.toDataURL() !== old", arg=[view.locator("canvas").first.element_handle(), old]
+    )
+    return pixels(view)
+
+
+def check_weights_and_scene(page, explorer, view) -> None:
     """The weights menu switches trained -> random -> trained, and the scene button steps: each redraws."""
     status = explorer.locator(".pe-status").first
-    before = figure.get_attribute("src")
+    before = pixels(view)
     explorer.locator(".pe-control-weights select").first.select_option("random")
-    after_random = wait_for_new_src(page, figure, before)
+    after_random = wait_for_new_pixels(page, view, before)
     page.wait_for_function("(el) => el.textContent.includes('random weights')", arg=status.element_handle())
     explorer.locator(".pe-control-weights select").first.select_option("scenes")
-    after_trained = wait_for_new_src(page, figure, after_random)
+    after_trained = wait_for_new_pixels(page, view, after_random)
     page.wait_for_function("(el) => el.textContent.includes(\"trained weights 'scenes'\")", arg=status.element_handle())
     explorer.locator(".pe-next-scene").first.click()
-    wait_for_new_src(page, figure, after_trained)
+    wait_for_new_pixels(page, view, after_trained)
     assert explorer.locator(".pe-control-scene input").first.input_value() == "1"
     assert explorer.locator(".pe-message").first.inner_text().strip() == ""
+
+
+def check_bad_setting(page, explorer, view) -> None:
+    """A context length a scene cannot have: the message says why, and the view keeps its picture."""
+    before = pixels(view)
+    readout = explorer.locator(".pe-control-context_length .widget-readout").first
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("65")
+    page.keyboard.press("Enter")
+    message = explorer.locator(".pe-message").first
+    page.wait_for_function("(el) => el.textContent.includes('square number')", arg=message.element_handle())
+    assert pixels(view) == before, "a refused setting must leave the last good view"
 
 
 def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: no server without a browser
@@ -246,23 +266,24 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         status = explorer.locator(".pe-status").first
         assert "[1, 8, 64]" in status.inner_text() and "parameters" in status.inner_text()
         assert "trained weights 'scenes'" in status.inner_text()  # the first view is the trained model
-        figure = explorer.locator("img.pe-view-head").first
-        figure.wait_for(state="visible")
-        assert figure.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 100")
-        before_src, before_pixels = figure.get_attribute("src"), figure.screenshot()
+        view = explorer.locator("[data-pe-view='explorer']").first  # the live view: view.js on a canvas
+        view.wait_for(state="visible")
+        page.wait_for_function("(v) => Number(v.dataset.peDrawn) >= 1", arg=view.element_handle())
+        assert view.locator("canvas").first.evaluate("c => c.width > 300 && c.height > 100")
+        before_pixels = pixels(view)
         explorer.screenshot(path=str(ARTIFACTS / "explorer_default.png"))  # the README's picture of the explorer
 
         # move the head slider: drag its handle to the right end of the track, as a person would
         slider = explorer.locator(".pe-control-head").first
         handle, track = slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first
         box, track_box = handle.bounding_box(), track.bounding_box()
-        # time, in the page, from releasing the handle to the new PNG arriving (printed, not asserted)
-        figure.evaluate("""img => {
+        # time, in the page, from releasing the handle to the view's next completed draw (printed, not asserted)
+        view.evaluate("""v => {
             window.__pe = {};
             document.addEventListener('mouseup', () => { window.__pe.up = performance.now(); },
                                       {capture: true, once: true});
             new MutationObserver(() => { window.__pe.changed = window.__pe.changed || performance.now(); })
-                .observe(img, {attributes: true, attributeFilter: ['src']});
+                .observe(v, {attributes: true, attributeFilter: ['data-pe-drawn']});
         }""")
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()
@@ -270,34 +291,42 @@ def test_explorer_in_jupyterlab(playwright_api, jupyterlab):  # in this order: n
         page.mouse.up()
         readout = slider.locator(".widget-readout").first
         page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
-        page.wait_for_function(
-            "([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), before_src]
-        )
-        figure.evaluate("img => img.decode()")
+        after_slider = wait_for_new_pixels(page, view, before_pixels)
         round_trip = page.evaluate("window.__pe.changed - window.__pe.up")
-        assert figure.screenshot() != before_pixels, "the figure did not change after moving the head slider"
+        assert view.locator("button[data-pe-head='3']").get_attribute("aria-pressed") == "true"
 
-        # an architecture control: QK-norm on rebuilds the model, and the view follows
-        after_slider = figure.get_attribute("src")
-        explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
+        # the view's own buttons and keys: no kernel round trip, and the slider follows
+        view.locator("button[data-pe-layer='0']").click()
         page.wait_for_function(
-            "([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), after_slider]
+            "(el) => el.textContent.trim() === '0'",
+            arg=explorer.locator(".pe-control-layer .widget-readout").first.element_handle(),
         )
+        view.focus()
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(
+            "(el) => el.textContent.trim() === '1'",
+            arg=explorer.locator(".pe-control-layer .widget-readout").first.element_handle(),
+        )
+        after_slider = pixels(view)
+
+        # an architecture control: QK-norm on rebuilds the model, and the view follows with new tensors
+        explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
+        wait_for_new_pixels(page, view, after_slider)
         assert explorer.locator(".pe-message").first.inner_text().strip() == ""
 
         explorer.screenshot(path=str(ARTIFACTS / "explorer_browser.png"))
-        check_weights_and_scene(page, explorer, figure)
+        check_weights_and_scene(page, explorer, view)
+        check_bad_setting(page, explorer, view)
 
-        # another tab: the entropy view is drawn when it is opened
-        explorer.get_by_role("tab", name="entropy").click()
-        entropy = explorer.locator("img.pe-view-entropy").first
-        entropy.wait_for(state="visible")
-        page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=entropy.element_handle())
+        # another tab of the view: the entropy view is drawn in the browser
+        drawn = int(view.get_attribute("data-pe-drawn"))
+        view.locator("button[data-pe-tab='entropy']").click()
+        page.wait_for_function("([v, n]) => Number(v.dataset.peDrawn) > n", arg=[view.element_handle(), drawn])
     # the test ran on a copy: the committed notebook is untouched
     assert NOTEBOOK.read_bytes() == committed
     print(
         f"browser test took {time.monotonic() - started:.1f} s after the server started; "
-        f"slider release -> new figure in the page: {round_trip:.0f} ms"
+        f"slider release -> the view redrawn in the page: {round_trip:.0f} ms"
     )
 
 
@@ -336,12 +365,14 @@ def test_explorer_as_a_voila_dashboard(playwright_api, voila):
         assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0  # no code shown
         for name in CONTROLS:
             assert explorer.locator(f".pe-control-{name}").first.is_visible(), f"control {name} is not shown"
-        figure = explorer.locator("img.pe-view-head").first
-        figure.wait_for(state="visible")
-        before = figure.get_attribute("src")
+        view = explorer.locator("[data-pe-view='explorer']").first
+        view.wait_for(state="visible")
+        page.wait_for_function("(v) => Number(v.dataset.peDrawn) >= 1", arg=view.element_handle())
+        before = pixels(view)
         explorer.locator(".pe-control-qk_norm input[type=checkbox]").first.check()
-        page.wait_for_function("([img, old]) => img.getAttribute('src') !== old", arg=[figure.element_handle(), before])
+        wait_for_new_pixels(page, view, before)
         assert explorer.locator(".pe-message").first.inner_text().strip() == ""  # no error message
-        check_weights_and_scene(page, explorer, figure)
+        check_weights_and_scene(page, explorer, view)
+        check_bad_setting(page, explorer, view)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "explorer_voila.png"))

@@ -2,6 +2,9 @@
 
 Each test counts forward passes (`n_runs`) and figure draws (`n_renders`) and compares the PNG on
 screen, so a change that should re-run the model, redraw only, or leave the view alone is told apart.
+Most tests drive the PNG path (`live=False`, kept for `viz`'s figures and as the benchmark's
+reference); the tests at the end drive the live explorer, whose view the browser draws (view.js):
+what it is sent must be the trace, and a view change must send no tensors and draw no PNG.
 """
 
 from __future__ import annotations
@@ -42,13 +45,13 @@ NEW_NAMES = ("weights", "scene")  # issue 9: trained weights and the held-out sc
 @pytest.fixture
 def explorer():
     """Random weights on the photo: the explorer of the architecture lessons (seeded, no training)."""
-    return pe.Explorer(weights="random")
+    return pe.Explorer(live=False, weights="random")
 
 
 @pytest.fixture
 def trained():
     """The explorer as a learner first meets it: the trained scenes model on held-out scene 0."""
-    return pe.Explorer()
+    return pe.Explorer(live=False)
 
 
 def png_pixels(data: bytes) -> np.ndarray:
@@ -260,7 +263,7 @@ def test_set_changes_several_controls_with_one_run(explorer):
 
 
 def test_settings_at_construction_and_out_of_range_values():
-    explorer = pe.Explorer(depth=6, layer=5, head=3, qk_norm=True)
+    explorer = pe.Explorer(live=False, depth=6, layer=5, head=3, qk_norm=True)
     assert explorer.n_runs == 1 and explorer.trace.depth == 6 and explorer.controls["layer"].value == 5
     np.testing.assert_array_equal(shown_map(explorer), explorer.trace.attentions[5][0, 3].numpy())
     # a slider would clamp 100 to 16 without a word; set() says what the range is
@@ -277,7 +280,7 @@ def test_settings_at_construction_and_out_of_range_values():
 
 def test_seeded_weights_leave_the_learners_rng_alone():
     state = torch.get_rng_state()
-    a, b = pe.Explorer(weights="random", seed=3), pe.Explorer(weights="random", seed=3)
+    a, b = pe.Explorer(live=False, weights="random", seed=3), pe.Explorer(live=False, weights="random", seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a.run.output, b.run.output)
 
@@ -301,7 +304,7 @@ def test_image_input_needs_a_square_grid_plus_cls(explorer):
 
 
 def test_memory_budget_refuses_with_a_message():
-    explorer = pe.Explorer(weights="random", memory_budget_mb=2)
+    explorer = pe.Explorer(live=False, weights="random", memory_budget_mb=2)
     png, runs, trace = explorer.views["head"].value, explorer.n_runs, explorer.trace
     explorer.controls["n_latents"].value = 128
     assert "budget of 2 MB" in explorer.message and "memory_budget_mb" in explorer.message
@@ -349,11 +352,11 @@ def test_an_unexpected_error_in_a_figure_is_a_message_not_a_traceback(explorer, 
 
 def test_unknown_settings_are_named():
     with pytest.raises(TypeError, match="heads"):
-        pe.Explorer(heads=3)
+        pe.Explorer(live=False, heads=3)
     with pytest.raises(ValueError, match="device must be one of the devices available here"):
-        pe.Explorer(device="tpu")
+        pe.Explorer(live=False, device="tpu")
     with pytest.raises(ValueError, match="view must be one of"):
-        pe.Explorer().show("map")
+        pe.Explorer(live=False).show("map")
 
 
 def test_few_threads_restores_the_thread_count():
@@ -396,7 +399,7 @@ def random_value(rng: random.Random, explorer, name):
 @pytest.mark.slow
 def test_200_random_changes_raise_nothing_and_leak_nothing():
     rng = random.Random(0)
-    explorer = pe.Explorer(memory_budget_mb=8)
+    explorer = pe.Explorer(live=False, memory_budget_mb=8)
     names = list(NAMES) + list(NEW_NAMES) + ["latent", "tab", "tab"]
 
     def change():
@@ -480,7 +483,7 @@ def test_a_new_view_is_one_registry_entry(monkeypatch):
 
     entry = views.View("norms", "latent norms", (4, 3), ("layer",), draw_latent_norms)
     monkeypatch.setattr(views, "VIEWS", views.VIEWS + (entry,))
-    explorer = pe.Explorer(weights="random")  # opens on layer 0
+    explorer = pe.Explorer(live=False, weights="random")  # opens on layer 0
     assert "norms" in explorer.views and "norms" in explorer.figures and explorer.tabs.titles[-1] == "latent norms"
     assert drawn == []  # not visible yet: not drawn
     explorer.show("norms")
@@ -629,3 +632,58 @@ def test_the_image_view_draws_on_the_scene_canvas(trained):
     expected = (context / context.sum()).reshape(8, 8).repeat_interleave(4, 0).repeat_interleave(4, 1)
     np.testing.assert_allclose(panels[0].images[0].get_array(), expected.numpy(), atol=1e-6)
     assert "held-out scene 0" in fig._suptitle.get_text() and "trained 'scenes'" in fig._suptitle.get_text()
+
+
+# -- the live explorer (issue 20): the browser draws, the kernel sends tensors once per run -------------
+
+
+def live_attention(explorer) -> np.ndarray:
+    """[scenes, depth, h, l, n]: the float32 tensor the live view holds, read back from its bytes."""
+    meta = explorer.live.meta
+    shape = (len(meta["scenes"]), meta["depth"], meta["heads"], meta["latents"], meta["n"])
+    return np.frombuffer(explorer.live.attn, dtype="<f4").reshape(shape)
+
+
+def test_live_explorer_sends_the_trace_once_per_run():
+    explorer = pe.Explorer()
+    assert explorer.live is not None and explorer.live in explorer.ui.children  # the view the UI shows
+    assert explorer.tabs not in explorer.ui.children
+    sent = live_attention(explorer)
+    for layer, attention in enumerate(explorer.trace.attentions):
+        assert np.array_equal(sent[0, layer], attention[0].numpy())
+    assert explorer.live.meta["grid"] == 8 and explorer.live.meta["scenes"][0]["label"] == "held-out scene 0"
+    # view changes: no forward pass, no PNG, the same tensors; the browser is told what to show
+    attn, runs = explorer.live.attn, explorer.n_runs
+    explorer.set(layer=0, head=3, latent=5)
+    assert (explorer.live.layer, explorer.live.head, explorer.live.latent) == (0, 3, 5)
+    assert explorer.live.attn is attn and explorer.n_runs == runs and explorer.n_renders == 0
+    explorer.show("entropy")
+    assert explorer.live.tab == "entropy" and explorer.n_renders == 0
+    # an architecture change: one run, new tensors of the new shape, the view controls kept where they fit
+    explorer.set(weights="random", n_heads=2, depth=3)
+    assert explorer.n_runs == runs + 1
+    assert live_attention(explorer).shape == (1, 3, 2, 8, 72)
+    assert np.array_equal(live_attention(explorer)[0, 2], explorer.trace.attentions[2][0].numpy())
+    assert (explorer.live.layer, explorer.live.head) == (0, 1)  # head 3 clamped to the 2 heads
+    # a click in the browser moves the slider
+    explorer.live.layer = 2
+    assert explorer.controls["layer"].value == 2 and explorer.n_runs == runs + 1
+
+
+def test_live_explorer_keeps_the_last_good_view_on_a_bad_setting():
+    explorer = pe.Explorer()
+    attn, meta = explorer.live.attn, explorer.live.meta
+    explorer.set(context_length=65)
+    assert "square number" in explorer.message and "Cannot show this setting" in explorer.problem.value
+    assert explorer.live.attn is attn and explorer.live.meta == meta
+    explorer.set(context_length=64)
+    assert explorer.message == ""
+
+
+def test_live_explorer_on_the_photo_knows_its_cls_token():
+    explorer = pe.Explorer(weights="random")
+    meta = explorer.live.meta
+    assert (meta["s"], meta["grid"], meta["cls"], meta["n"]) == (257, 16, 1, 265)
+    assert meta["scenes"][0]["channels"] == 3
+    explorer.set(input_kind="random")
+    assert explorer.live.meta["grid"] == 0  # random tokens have no picture: the image tab says so

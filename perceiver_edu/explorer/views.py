@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from .. import viz
 from ..inputs import grid_side, sample_image
+from ..trace import image_attention
 from .forward import SCENE, Run
 from .render import message_figure
 
@@ -128,8 +129,9 @@ SCENE_LATENTS = 8  # latents drawn side by side on a scene; the latent slider pa
 
 def _draw_on_scene(fig: Figure, run: Run, pick: Pick) -> None:
     """Each latent's attention over the scene's g x g patches (no CLS): the chosen head, and all heads' mean."""
-    s = run.trace.context_length
-    attn = run.trace.attentions[pick.layer][0, :, :, :s]  # [h, l, s]: the context part, patches row by row
+    # [h, l, s]: the context part, patches row by row, each head's row renormalised over the patches;
+    # the mean of heads is then scenes.latent_maps', the measure chapter 4 prints
+    attn = image_attention(run.trace)[pick.layer, 0]
     first = pick.latent // SCENE_LATENTS * SCENE_LATENTS
     latents = list(range(first, min(first + SCENE_LATENTS, attn.shape[1])))
     maps = torch.stack([attn[pick.head], attn.mean(dim=0)])  # [2, l, s]

@@ -30,6 +30,8 @@ from . import forward
 from . import views as registry
 from .forward import EMBED_DIM, INPUTS, MEMORY_BUDGET_MB, N_SCENES, RANDOM, SCENE, Run
 from .render import Painter
+from .view import TABS as LIVE_TABS
+from .view import AttentionView
 from .views import Pick
 
 # Every control, its default, and what changing it costs. The defaults are the config a learner
@@ -165,12 +167,20 @@ class Explorer:
     """
 
     def __init__(
-        self, *, embed_dim: int = EMBED_DIM, memory_budget_mb: float = MEMORY_BUDGET_MB, **settings: Any
+        self,
+        *,
+        embed_dim: int = EMBED_DIM,
+        memory_budget_mb: float = MEMORY_BUDGET_MB,
+        live: bool = True,
+        **settings: Any,
     ) -> None:
         unknown = sorted(set(settings) - set(ARCHITECTURE) - set(VIEW))
         if unknown:
             raise TypeError(f"Explorer got unknown setting(s) {unknown}; settings are {sorted(ARCHITECTURE + VIEW)}")
         self.embed_dim = embed_dim
+        # live: the browser draws (view.js); an architecture change sends the new tensors once and
+        # every view change stays in the browser. live=False: the PNG path, a figure per change
+        self.live_view = live
         self.memory_budget = int(memory_budget_mb * 2**20)
         self.run: Run | None = None
         self.message = ""
@@ -208,6 +218,14 @@ class Explorer:
         self.status.add_class("pe-status")
         self.problem = w.HTML(layout=w.Layout(margin="4px 0"))
         self.problem.add_class("pe-message")
+        self.live = None
+        if live:
+            from .view import ViewWidget
+
+            self.live = ViewWidget(layout=w.Layout(max_width="100%"))
+            self.live.add_class("pe-live")
+            # a click in the browser (layer, head, latent) moves the matching slider, without a redraw here
+            self.live.observe(self._from_browser, names=["layer", "head", "latent"])
         self.ui = self._layout()
 
         for name in ARCHITECTURE:
@@ -235,8 +253,8 @@ class Explorer:
 
         header = w.HTML(
             "<b>Perceiver Resampler explorer</b>: change the weights, the architecture or the input and "
-            "the model is built (or loaded) and run once; change layer, head or tab and the stored trace "
-            "is redrawn."
+            "the model is built (or loaded) and run once; change layer, head, latent or tab and the view "
+            "redraws from the stored attention (in the browser, with no round trip)."
         )
         controls = w.HBox(
             [
@@ -250,7 +268,7 @@ class Explorer:
         )
         # the scene stepper sits under the input: a number to type and a button for the next one
         controls.children[1].children += (w.HBox([c["scene"], self.next_scene]),)
-        ui = w.VBox([header, controls, self.status, self.problem, self.tabs])
+        ui = w.VBox([header, controls, self.status, self.problem, self.live if self.live is not None else self.tabs])
         ui.add_class("pe-explorer")
         return ui
 
@@ -310,6 +328,8 @@ class Explorer:
         if view not in keys:
             raise ValueError(f"view must be one of {keys}; got {view!r}")
         self.tabs.selected_index = keys.index(view)
+        if self.live is not None and view in LIVE_TABS:
+            self.live.tab = view
         return self
 
     @property
@@ -457,13 +477,30 @@ class Explorer:
             ):
                 self.controls[name].max = top
         self.status.value = self._status_html(run, self.note)
+        if self.live is not None:  # the new tensors, once; the browser draws every view of them
+            self.live.show(AttentionView.from_run(run, name="explorer"), keep_view=True)
         if draw:
             self._redraw()
 
     def _redraw(self) -> None:
-        """Layer, head, latent or tab changed (or a new run): draw the visible view from the stored trace."""
-        if self.run is not None:
+        """Layer, head, latent or tab changed (or a new run): draw the visible view from the stored trace.
+
+        Live, the browser draws: only the chosen layer, head and latent go to it (a few bytes).
+        """
+        if self.run is None:
+            return
+        if self.live is None:
             self._render(self.visible)
+            return
+        pick = self._pick(self.run)
+        with self.live.hold_sync():
+            self.live.layer, self.live.head, self.live.latent = pick.layer, pick.head, pick.latent
+
+    def _from_browser(self, change: Any) -> None:
+        """The live view chose a layer, head or latent: the slider follows (its observer then finds nothing to do)."""
+        control = self.controls[change["name"]]
+        if control.value != change["new"] and control.min <= change["new"] <= control.max:
+            control.value = change["new"]
 
     def _refuse(self, message: str) -> None:
         """Say why, keep the last good view."""
