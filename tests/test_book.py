@@ -256,6 +256,14 @@ def test_every_page_in_chromium(book):
                     ".map(i => i.getAttribute('src').slice(0, 80))"
                 )
                 problems += [f"{name}: image not loaded: {src}" for src in broken]
+                # every figure of a chapter has alt text, for readers who use a screen reader (the
+                # notebooks keep it in each figure cell's metadata, mystnb.image.alt)
+                no_alt = page.evaluate(
+                    "[...document.querySelectorAll('.cell_output img')]"
+                    ".filter(i => !(i.getAttribute('alt') || '').trim())"
+                    ".map(i => (i.getAttribute('src') || '').slice(0, 60))"
+                )
+                problems += [f"{name}: figure without alt text: {src}" for src in no_alt]
                 # maths: MathJax typesets every formula of the page (wait for its queue to empty)
                 n_math = page.evaluate("document.querySelectorAll('span.math, div.math').length")
                 if n_math:

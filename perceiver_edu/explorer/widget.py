@@ -73,7 +73,7 @@ FALLBACK_LENGTH = {"image": 257, SCENE: 64}
 
 
 def _controls(devices: list[str], device: str, weights: tuple[str, ...]) -> dict[str, w.Widget]:
-    """The controls, by the names in DESIGN.md. Sliders fire when released, not on every pixel of a drag."""
+    """The controls, by the names in docs/design.md. Sliders fire when released, not on every pixel of a drag."""
     style = {"description_width": "100px"}
     box = w.Layout(width="300px")
 
