@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -22,7 +23,7 @@ def _close(fig: Figure) -> Figure:
 def plot_captions(images: Tensor, targets: list[str], predicted: list[str], title: str) -> Figure:
     """One scene per panel; its title says the true caption and the model's (a tick when they agree)."""
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.4), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.9), dpi=100, squeeze=False, layout="constrained")
     for ax, image, target, guess in zip(axes[0], images, targets, predicted):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
         mark = "right" if guess == target else "wrong"
@@ -30,14 +31,14 @@ def plot_captions(images: Tensor, targets: list[str], predicted: list[str], titl
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return _close(fig)
 
 
-def plot_gates(history: dict[str, list[float]], title: str) -> Figure:
+def plot_gates(history: dict[str, list[float]], title: str, eval_scenes: int | None = None) -> Figure:
     """Left: the training loss (and held-out word accuracy) over steps; right: tanh(alpha) of each gated layer's
-    two branches over the same steps, from 0 at step 0. history: a TrainResult's, from flamingo.train_flamingo."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
+    two branches over the same steps, from 0 at step 0. history: a TrainResult's, from flamingo.train_flamingo;
+    eval_scenes: on how many held-out scenes the accuracy was measured (said on its axis)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4), dpi=100, layout="constrained")
     steps = history["step"]
     left.plot(steps, history["loss"], color="black", marker=".")
     left.set_xlabel("training step")
@@ -46,7 +47,8 @@ def plot_gates(history: dict[str, list[float]], title: str) -> Figure:
     if "word_accuracy" in history:
         twin = left.twinx()
         twin.plot(steps, history["word_accuracy"], color="tab:blue", marker=".", linestyle="--")
-        twin.set_ylabel("held-out word accuracy (%)", color="tab:blue")
+        on = f", {eval_scenes} scenes" if eval_scenes else ""
+        twin.set_ylabel(f"held-out word accuracy (%{on})", color="tab:blue")
     colours = plt.get_cmap("viridis")
     gates = sorted(k for k in history if k.endswith(tuple(f"_gate_{i}" for i in range(16))))
     n = max(1, len(gates) // 2)
@@ -61,9 +63,10 @@ def plot_gates(history: dict[str, list[float]], title: str) -> Figure:
     right.set_xlabel("training step")
     right.set_ylabel("tanh(alpha)")
     right.set_title("the gates (0 = closed: the frozen LM alone)")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not over them
+    for ax in (left, right):
+        ax.set_xlim(0, steps[-1])  # both panels over the same steps, from 0
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return _close(fig)
 
 
@@ -114,14 +117,16 @@ def plot_media_mask(tokens: Tensor, n_latents: int, title: str) -> Figure:
     n_media = int(locations.sum())
     allowed = fl.media_mask(locations, n_media, n_latents)[0].float()  # [t, (m l)]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    shown = ax.imshow(allowed, cmap="cividis", vmin=0, vmax=1, aspect="auto")
+    two = ListedColormap([plt.get_cmap("cividis")(0.0), plt.get_cmap("cividis")(1.0)])  # a yes/no mask: two colours
+    shown = ax.imshow(allowed, cmap=two, vmin=0, vmax=1, aspect="auto")
     ax.set_yticks(range(len(tokens)), [fl.VOCAB[i] for i in tokens.tolist()], fontsize=8)
     ax.set_xticks([(j + 0.5) * n_latents - 0.5 for j in range(n_media)], [f"image {j + 1}" for j in range(n_media)])
     for j in range(1, n_media):
         ax.axvline(j * n_latents - 0.5, color="white", linewidth=1)
     ax.set_xlabel(f"keys: the {n_latents} latents of each image")
     ax.set_ylabel("queries: the words, in order")
-    fig.colorbar(shown, ax=ax, label="may read (1) or not (0)")
+    bar = fig.colorbar(shown, ax=ax, ticks=[0.25, 0.75], label="the mask")
+    bar.ax.set_yticklabels(["masked (0)", "may read (1)"])
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _close(fig)
